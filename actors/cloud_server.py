@@ -1,0 +1,270 @@
+"""Cloud server: TCP ingress, dynamic batcher, restoration + tail on CPU or GPU.
+
+A plain asyncio class, run as a Ray actor by the orchestrator (`ray.remote`)
+and directly in tests. Each device holds one TCP connection; the first frame
+(`hello`) carries the device's downlink parameters, and every response is sent
+through that connection's downlink shaper. Requests of one kind (butterfly
+features, cloud-only JPEGs) are batched together; all batches share one
+executor thread, as they would share one accelerator. A full queue rejects
+with a reason instead of dropping. Queue wait and batch compute are measured
+on this server's clock and sent back in the response header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from testbed import codec
+from testbed.batching import DynamicBatcher
+from testbed.clock import now
+from testbed.config import Topology
+from testbed.host import cpu_model
+from testbed.wire import ProtocolError, encode_frame, read_frame
+from throttling.shaper import LinkDirection, LinkShaper
+
+log = logging.getLogger(__name__)
+LOAD_SAMPLE_S = 0.5
+KINDS = ("butterfly", "cloud_only")
+
+
+@dataclass
+class Job:
+    kind: str
+    header: dict[str, Any]
+    payload: bytes
+    t_received: float
+
+
+@dataclass
+class Outcome:
+    top1: int
+    t_batch_start: float
+    cloud_ms: float
+    batch_size: int
+
+
+@dataclass
+class LoadCounters:
+    busy_s: float = 0.0
+    completed: int = 0
+    rejected: int = 0
+    batch_items: int = 0
+    batches: int = 0
+    bad_frames: int = 0
+
+
+@dataclass
+class ServerStats:
+    requests: int = 0
+    completed: int = 0
+    rejected: int = 0
+    bad_frames: int = 0
+    batches: int = 0
+    batch_items: int = 0
+    busy_s: float = 0.0
+    max_queue_depth: int = 0
+    batch_histogram: dict[int, int] = field(default_factory=dict)
+
+
+class CloudServer:
+    def __init__(self, replica: int, topology_json: str):
+        self.replica = replica
+        self.topo = Topology.model_validate_json(topology_json)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"cloud{replica}")
+        self._batchers: dict[str, DynamicBatcher[Job, Outcome]] = {}
+        self._in_flight = 0
+        self._window = LoadCounters()
+        self._counters_lock = threading.Lock()  # the executor thread updates, the loop samples
+        self._stats = ServerStats()
+        self._load_rows: list[dict[str, Any]] = []
+        self._server: asyncio.base_events.Server | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.device = "cpu"
+
+    # ------------------------------------------------------------ lifecycle
+    async def start(self, host: str = "127.0.0.1") -> dict[str, Any]:
+        """Build the model, open the ingress; returns its address and what runs where."""
+        loop = asyncio.get_running_loop()
+        info = await loop.run_in_executor(self._executor, self._build)
+        cloud = self.topo.cloud
+        for kind in KINDS:
+            self._batchers[kind] = DynamicBatcher(
+                lambda jobs, k=kind: self._run_batch(k, jobs),
+                cloud.max_batch_size, cloud.max_batch_wait_ms / 1000.0)
+        self._server = await asyncio.start_server(self._serve, host, 0, limit=2**20)
+        port = self._server.sockets[0].getsockname()[1]
+        self._spawn(self._sample_load())
+        return {"replica": self.replica, "host": host, "port": port, "pid": os.getpid(), **info}
+
+    def _build(self) -> dict[str, Any]:
+        import torch
+
+        from testbed.model import build_split_model
+
+        torch.set_num_threads(self.topo.cloud.torch_threads)
+        m = self.topo.model
+        self.device = "cuda" if self.topo.cloud.device == "cuda" else "cpu"
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("cloud.device is cuda but torch sees no CUDA device on this node")
+        sm = build_split_model(m.weights, m.seed, m.split, m.butterfly_channels, m.input_size)
+        self._cloud_part = sm.cloud_part().to(self.device)
+        self._full = sm.full.to(self.device)
+        with torch.inference_mode():  # first calls allocate and pick kernels: keep them out of the run
+            x = torch.zeros(1, 3, m.input_size, m.input_size, device=self.device)
+            self._full(x)
+            self._cloud_part(sm.device_part().to(self.device)(x))
+        name = torch.cuda.get_device_name(0) if self.device == "cuda" else cpu_model()
+        return {"device": self.device, "device_name": name, "torch_threads": torch.get_num_threads()}
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for b in self._batchers.values():
+            await b.close()
+        for t in list(self._tasks):
+            t.cancel()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------ ingress
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        shaper: LinkShaper | None = None
+        try:
+            while True:
+                header, payload, _ = await read_frame(reader)
+                t_received = now()
+                kind = header.get("type")
+                if kind == "hello":
+                    shaper = LinkShaper(LinkDirection(**header["downlink"]), seed=int(header.get("seed", 0)))
+                    continue
+                if kind != "infer" or shaper is None or header.get("kind") not in KINDS:
+                    raise ProtocolError(f"unexpected frame type {kind!r} / kind {header.get('kind')!r}")
+                self._stats.requests += 1
+                self._spawn(self._handle(Job(header["kind"], header, payload, t_received), shaper, writer))
+        except EOFError:
+            pass
+        except (ProtocolError, KeyError, TypeError, ValueError) as e:
+            self._stats.bad_frames += 1
+            log.warning("replica %d: closing a connection after a bad frame: %s", self.replica, e)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def _handle(self, job: Job, shaper: LinkShaper, writer: asyncio.StreamWriter) -> None:
+        rid = job.header.get("id")
+        queued = sum(b.queued for b in self._batchers.values())
+        self._stats.max_queue_depth = max(self._stats.max_queue_depth, queued)
+        if queued >= self.topo.cloud.queue_limit:
+            with self._counters_lock:
+                self._stats.rejected += 1
+                self._window.rejected += 1
+            reply = {"type": "result", "id": rid, "status": "rejected",
+                     "reason": f"queue_full (limit {self.topo.cloud.queue_limit})",
+                     "replica": self.replica, "server_ms": (now() - job.t_received) * 1000}
+            await self._reply(shaper, writer, reply)
+            return
+        self._in_flight += 1
+        try:
+            out = await self._batchers[job.kind].submit(job)
+            reply = {"type": "result", "id": rid, "status": "ok", "top1": out.top1,
+                     "queue_ms": (out.t_batch_start - job.t_received) * 1000, "cloud_ms": out.cloud_ms,
+                     "batch_size": out.batch_size, "replica": self.replica}
+        except Exception as e:  # noqa: BLE001 - the device records the reason
+            reply = {"type": "result", "id": rid, "status": "error", "reason": f"cloud error: {e}",
+                     "replica": self.replica}
+        finally:
+            self._in_flight -= 1
+        reply["server_ms"] = (now() - job.t_received) * 1000
+        await self._reply(shaper, writer, reply)
+
+    async def _reply(self, shaper: LinkShaper, writer: asyncio.StreamWriter, reply: dict[str, Any]) -> None:
+        try:
+            await shaper.send(writer, encode_frame(reply))
+        except (ConnectionError, RuntimeError):
+            pass  # the device went away; it records its own timeout or failure
+
+    # ------------------------------------------------------------ compute
+    async def _run_batch(self, kind: str, jobs: list[Job]) -> list[Outcome]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._compute, kind, jobs)
+
+    def _compute(self, kind: str, jobs: list[Job]) -> list[Outcome]:
+        import torch
+
+        from testbed.model import preprocess
+
+        t0 = now()
+        with torch.inference_mode():
+            if kind == "butterfly":
+                feats = np.stack([codec.decode_tensor(j.header["codec"], j.payload) for j in jobs])
+                logits = self._cloud_part(torch.from_numpy(feats).to(self.device))
+            else:
+                images = [codec.decode_jpeg(j.payload) for j in jobs]
+                logits = self._full(preprocess(images, self.device))
+            top1 = logits.argmax(dim=1).tolist()
+        t1 = now()
+        n = len(jobs)
+        with self._counters_lock:
+            self._count_batch(n, t1 - t0)
+        return [Outcome(int(c), t0, (t1 - t0) * 1000, n) for c in top1]
+
+    def _count_batch(self, n: int, busy_s: float) -> None:
+        self._stats.batches += 1
+        self._stats.batch_items += n
+        self._stats.busy_s += busy_s
+        self._stats.completed += n
+        self._stats.batch_histogram[n] = self._stats.batch_histogram.get(n, 0) + 1
+        w = self._window
+        w.busy_s += busy_s
+        w.completed += n
+        w.batches += 1
+        w.batch_items += n
+
+    # ------------------------------------------------------------ load reports
+    async def _sample_load(self) -> None:
+        t_prev = now()
+        t_start = t_prev
+        while True:
+            await asyncio.sleep(LOAD_SAMPLE_S)
+            t = now()
+            with self._counters_lock:
+                w, self._window = self._window, LoadCounters()
+            dt = t - t_prev
+            t_prev = t
+            self._load_rows.append({
+                "replica": self.replica, "t_s": round(t - t_start, 3),
+                "queue_depth": sum(b.queued for b in self._batchers.values()),
+                "in_flight": self._in_flight,
+                "batch_size": round(w.batch_items / w.batches, 3) if w.batches else 0,
+                "busy_fraction": round(min(1.0, w.busy_s / dt), 4),
+                "completed_per_s": round(w.completed / dt, 3),
+                "rejected": w.rejected,
+            })
+
+    def drain_load(self) -> list[dict[str, Any]]:
+        rows, self._load_rows = self._load_rows, []
+        return rows
+
+    def stats(self) -> dict[str, Any]:
+        s = self._stats
+        return {
+            "replica": self.replica, "device": self.device, "requests": s.requests,
+            "completed": s.completed, "rejected": s.rejected, "bad_frames": s.bad_frames,
+            "batches": s.batches, "mean_batch_size": s.batch_items / s.batches if s.batches else 0.0,
+            "busy_s": s.busy_s, "max_queue_depth": s.max_queue_depth,
+            "batch_histogram": {str(k): v for k, v in sorted(s.batch_histogram.items())},
+        }
+

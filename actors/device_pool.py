@@ -1,0 +1,271 @@
+"""Device pool: one process hosting many emulated devices around one model copy.
+
+One torch process per device does not fit (about 0.5-0.8 GB each), so a pool
+runs its devices as asyncio tasks and their compute on one executor thread.
+Each device has its own uplink shaper, its own TCP connection to its cloud
+replica, and its own compute lock (a device works on one frame at a time).
+
+Time spent waiting for the pool's shared executor is an artefact of the
+emulation, not of the device; it is recorded as `emu_wait_ms`, kept out of the
+device's compute time, and reported so an overloaded host is visible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from statistics import median
+from typing import Any
+
+import numpy as np
+
+from testbed import codec
+from testbed.clock import now, sleep_until
+from testbed.config import Topology
+from testbed.devices import DeviceSpec, arrivals, device_table
+from testbed.energy import compute_energy_mj, radio_energy_mj
+from testbed.metrics import new_record
+from testbed.wire import ProtocolError, encode_frame, read_frame
+from throttling.cpu import TimeScaledCpu
+from throttling.shaper import LinkShaper
+
+CALIBRATION_RUNS = 5
+FRAMES_PER_POOL = 32
+
+
+class Connection:
+    """A device's TCP connection to its cloud replica; responses are matched by request id."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, shaper: LinkShaper):
+        self.reader, self.writer, self.uplink = reader, writer, shaper
+        self.pending: dict[int, asyncio.Future[tuple[dict[str, Any], int, float]]] = {}
+        self.task = asyncio.create_task(self._read_loop())
+
+    async def _read_loop(self) -> None:
+        error: BaseException = ConnectionError("connection closed by the cloud")
+        try:
+            while True:
+                header, _, nbytes = await read_frame(self.reader)
+                fut = self.pending.pop(header.get("id"), None)
+                if fut is not None and not fut.done():
+                    fut.set_result((header, nbytes, now()))
+        except (EOFError, ConnectionError, ProtocolError, asyncio.IncompleteReadError) as e:
+            error = e if not isinstance(e, EOFError) else error
+        finally:
+            for fut in self.pending.values():
+                if not fut.done():
+                    fut.set_exception(ConnectionError(f"connection lost: {error}"))
+            self.pending.clear()
+
+    def close(self) -> None:
+        self.task.cancel()
+        self.writer.close()
+
+
+@dataclass
+class Device:
+    spec: DeviceSpec
+    cpu: TimeScaledCpu
+    conn: Connection | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class DevicePool:
+    def __init__(self, pool_id: int, topology_json: str, device_ids: list[int]):
+        self.pool_id = pool_id
+        self.topo = Topology.model_validate_json(topology_json)
+        table = device_table(self.topo)
+        self.specs = [table[i] for i in device_ids]
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"pool{pool_id}")
+        self._records: list[dict[str, Any]] = []
+        self._devices: list[Device] = []
+        self._ids = itertools.count()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.calibration: dict[str, float] = {}
+
+    # ------------------------------------------------------------ set-up
+    async def setup(self, replicas: list[dict[str, Any]]) -> dict[str, Any]:
+        """Build the model, calibrate host compute times, connect every device to its replica."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._build)
+        for spec in self.specs:
+            dev = Device(spec, TimeScaledCpu(spec.speed))
+            if any(s != "device_only" for s in self.topo.strategies):
+                addr = replicas[spec.device_id % len(replicas)]
+                dev.conn = await self._connect(spec, addr)
+            self._devices.append(dev)
+        return {"pool": self.pool_id, "pid": os.getpid(), "devices": len(self.specs),
+                "calibration_host_ms": self.calibration}
+
+    def _build(self) -> None:
+        import torch
+
+        from testbed.frames import make_frames
+        from testbed.model import build_split_model
+
+        torch.set_num_threads(self.topo.pools.torch_threads)
+        m = self.topo.model
+        sm = build_split_model(m.weights, m.seed, m.split, m.butterfly_channels, m.input_size)
+        self._device_part = sm.device_part()
+        self._full = sm.full
+        self._frames = make_frames(m.image_dir, m.input_size, FRAMES_PER_POOL, seed=m.seed + self.pool_id)
+        models = {"butterfly": self._device_part, "device_only": self._full}
+        for strategy, model in models.items():
+            if strategy in self.topo.strategies:
+                times = [self._time_model(model, i) for i in range(2 + CALIBRATION_RUNS)][2:]
+                self.calibration[strategy] = median(times)
+
+    def _time_model(self, model: Any, i: int) -> float:
+        t0 = now()
+        self._infer(model, self._frames[i % len(self._frames)])
+        return (now() - t0) * 1000
+
+    def _infer(self, model: Any, frame: np.ndarray) -> Any:
+        import torch
+
+        from testbed.model import preprocess
+
+        with torch.inference_mode():
+            return model(preprocess([frame]))
+
+    async def _connect(self, spec: DeviceSpec, addr: dict[str, Any]) -> Connection:
+        reader, writer = await asyncio.open_connection(addr["host"], addr["port"], limit=2**20)
+        down = spec.downlink()
+        hello = {"type": "hello", "device_id": spec.device_id, "seed": spec.device_id,
+                 "downlink": {"rate_mbps": down.rate_mbps, "delay_ms": down.delay_ms,
+                              "jitter_ms": down.jitter_ms, "loss_pct": down.loss_pct,
+                              "rtx_ms": down.rtx_ms}}
+        writer.write(encode_frame(hello))
+        await writer.drain()
+        return Connection(reader, writer, LinkShaper(spec.uplink(), seed=10_000 + spec.device_id))
+
+    # ------------------------------------------------------------ phases
+    async def run_phase(self, strategy: str, phase_index: int) -> dict[str, int]:
+        """Generate every device's frames for warm-up + duration, then wait for the last answers."""
+        t0 = now()
+        horizon = self.topo.warmup_s + self.topo.duration_s
+        await asyncio.gather(*(self._device_loop(d, strategy, phase_index, t0, horizon)
+                               for d in self._devices))
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        return {"pool": self.pool_id, "phase_s": round(now() - t0, 3)}
+
+    async def _device_loop(self, dev: Device, strategy: str, phase: int, t0: float, horizon: float) -> None:
+        for t_rel in arrivals(dev.spec.arrival, dev.spec.device_id, phase):
+            if t_rel >= horizon:
+                return
+            delay = t0 + t_rel - now()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            label = "warmup" if t_rel < self.topo.warmup_s else "measure"
+            task = asyncio.create_task(self._request(dev, strategy, label, t_rel))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _request(self, dev: Device, strategy: str, phase: str, t_rel: float) -> None:
+        t_arrival = now()
+        rec = new_record(strategy=strategy, phase=phase, device_id=dev.spec.device_id,
+                         group=dev.spec.group, request_id=next(self._ids), t_arrival_s=round(t_rel, 4),
+                         bytes_up=0, bytes_down=0)
+        deadline = t_arrival + self.topo.request_timeout_s
+        try:
+            await self._run_request(dev, strategy, rec, deadline)
+            rec["status"] = "completed"
+        except asyncio.TimeoutError:
+            rec["status"] = "timed_out"
+            rec["reason"] = f"no answer within request_timeout_s={self.topo.request_timeout_s:g}"
+        except RejectedError as e:
+            rec["status"], rec["reason"] = "failed", str(e)
+        except Exception as e:  # noqa: BLE001 - one broken request never stops the run
+            rec["status"], rec["reason"] = "failed", f"{type(e).__name__}: {e}"
+        rec["e2e_ms"] = round((now() - t_arrival) * 1000, 3)
+        self._finish_energy(dev, rec)
+        self._records.append(rec)
+
+    async def _run_request(self, dev: Device, strategy: str, rec: dict[str, Any], deadline: float) -> None:
+        async with dev.lock:  # the device's own CPU: one frame at a time
+            payload, header = await self._device_compute(dev, strategy, rec)
+        if strategy == "device_only":
+            rec["top1"] = header["top1"]
+            return
+        conn = dev.conn
+        assert conn is not None
+        rid = rec["request_id"]
+        fut: asyncio.Future[tuple[dict[str, Any], int, float]] = asyncio.get_running_loop().create_future()
+        conn.pending[rid] = fut
+        frame = encode_frame({**header, "type": "infer", "id": rid, "kind": strategy}, payload)
+        # The send is shielded: cancelling it half-way would corrupt the stream.
+        sent = await asyncio.shield(conn.uplink.send(conn.writer, frame))
+        rec["bytes_up"] = sent.nbytes
+        rec["uplink_ms"] = round(sent.ms, 3)
+        rec["uplink_error_ms"] = round(sent.error_ms, 3)
+        rec["lost_packets"] = sent.lost_packets
+        try:
+            reply, nbytes, t_done = await asyncio.wait_for(fut, max(0.0, deadline - now()))
+        finally:
+            conn.pending.pop(rid, None)
+        rec["bytes_down"] = nbytes
+        rec["replica"] = reply.get("replica")
+        if reply.get("status") != "ok":
+            rec["server_ms"] = reply.get("server_ms")
+            raise RejectedError(reply.get("reason", "rejected"))
+        rec.update(queue_ms=round(reply["queue_ms"], 3), cloud_ms=round(reply["cloud_ms"], 3),
+                   server_ms=round(reply["server_ms"], 3), batch_size=reply["batch_size"], top1=reply["top1"])
+        # Device clock for the round trip; cloud clock for the time inside the server.
+        rec["downlink_ms"] = round((t_done - sent.t_done) * 1000 - reply["server_ms"], 3)
+
+    async def _device_compute(self, dev: Device, strategy: str, rec: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+        """Run the device side for real, then stretch it to the device's speed."""
+        loop = asyncio.get_running_loop()
+        frame = self._frames[rec["request_id"] % len(self._frames)]
+        t_submit = now()
+        t_exec, head_s, enc_s, payload, header = await loop.run_in_executor(
+            self._executor, self._device_work, strategy, frame)
+        rec["emu_wait_ms"] = round((t_exec - t_submit) * 1000, 3)
+        host_ms = self.calibration.get(strategy, 0.0)
+        head_ms = max(head_s * 1000, dev.cpu.target_ms(host_ms)) if host_ms else 0.0
+        encode_ms = dev.cpu.target_ms(enc_s * 1000)
+        await sleep_until(t_exec + (head_ms + encode_ms) / 1000)
+        rec["head_ms"] = round(head_ms, 3)
+        rec["encode_ms"] = round(encode_ms, 3)
+        return payload, header
+
+    def _device_work(self, strategy: str, frame: np.ndarray) -> tuple[float, float, float, bytes, dict[str, Any]]:
+        t_exec = now()
+        m = self.topo.model
+        if strategy == "cloud_only":
+            data = codec.encode_jpeg(frame, m.jpeg_quality)
+            return t_exec, 0.0, now() - t_exec, data, {}
+        model = self._device_part if strategy == "butterfly" else self._full
+        out = self._infer(model, frame)
+        t_head = now()
+        if strategy == "device_only":
+            return t_exec, t_head - t_exec, 0.0, b"", {"top1": int(out.argmax(dim=1)[0])}
+        meta, payload = codec.encode_tensor(out[0].numpy(), m.codec.dtype, m.codec.zstd_level)
+        return t_exec, t_head - t_exec, now() - t_head, payload, {"codec": meta}
+
+    def _finish_energy(self, dev: Device, rec: dict[str, Any]) -> None:
+        compute = compute_energy_mj(dev.spec.compute_power_w, (rec["head_ms"] or 0) + (rec["encode_ms"] or 0))
+        radio = radio_energy_mj(dev.spec.radio, rec["bytes_up"] or 0, rec["uplink_ms"] or 0,
+                                rec["bytes_down"] or 0, max(0.0, rec["downlink_ms"] or 0))
+        rec["energy_compute_mj"] = round(compute, 4)
+        rec["energy_radio_mj"] = round(radio, 4)
+        rec["energy_mj"] = round(compute + radio, 4)
+
+    # ------------------------------------------------------------ reporting
+    def drain(self) -> list[dict[str, Any]]:
+        out, self._records = self._records, []
+        return out
+
+    async def stop(self) -> None:
+        for dev in self._devices:
+            if dev.conn is not None:
+                dev.conn.close()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class RejectedError(Exception):
+    """The cloud answered with a rejection or an error; the reason is recorded."""

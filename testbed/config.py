@@ -1,0 +1,371 @@
+"""Topology YAML -> frozen, validated config objects.
+
+Parsing is kept apart from running (as Mininet keeps `Topo` apart from
+building it): nothing here imports Ray or torch, and every error is found
+before anything starts. Each error names the file, the key path
+(`devices[0].arrival.rate_hz`), the value and what is allowed.
+
+Field names carry their units (`uplink_mbps`, `rtt_ms`, `max_batch_wait_ms`).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from testbed import profiles
+
+STRATEGIES = ("cloud_only", "butterfly", "device_only")
+SPLIT_POINTS = ("layer1", "layer2", "layer3", "layer4")
+# Output channels of torchvision's ResNet-50 after each split point; used to
+# check butterfly_channels without building the model (tests check they agree).
+RESNET50_CHANNELS = {"layer1": 256, "layer2": 512, "layer3": 1024, "layer4": 2048}
+
+Strategy = Literal["cloud_only", "butterfly", "device_only"]
+PosFloat = Annotated[float, Field(gt=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+PosInt = Annotated[int, Field(ge=1)]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class RadioPower(_Frozen):
+    """P = alpha_up * t_up + alpha_down * t_down + beta (mW; t in Mbit/s)."""
+
+    alpha_up_mw_per_mbps: NonNegFloat
+    alpha_down_mw_per_mbps: NonNegFloat
+    beta_mw: NonNegFloat
+    source: str = ""
+
+
+class LinkParams(_Frozen):
+    """One device's link: rates per direction, round-trip time, jitter, loss."""
+
+    uplink_mbps: PosFloat
+    downlink_mbps: PosFloat
+    rtt_ms: NonNegFloat
+    jitter_ms: NonNegFloat = 0.0
+    loss_pct: Annotated[float, Field(ge=0, lt=100)] = 0.0
+
+
+class NetworkProfile(LinkParams):
+    radio: RadioPower
+    source: str = ""
+
+
+class LinkOverride(_Frozen):
+    uplink_mbps: PosFloat | None = None
+    downlink_mbps: PosFloat | None = None
+    rtt_ms: NonNegFloat | None = None
+    jitter_ms: NonNegFloat | None = None
+    loss_pct: Annotated[float, Field(ge=0, lt=100)] | None = None
+
+
+class DeviceClass(_Frozen):
+    speed: Annotated[float, Field(gt=0, le=1)]
+    compute_power_w: NonNegFloat
+    source: str = ""
+
+
+class Arrival(_Frozen):
+    process: Literal["periodic", "poisson"] = "periodic"
+    rate_hz: PosFloat
+    seed: int = 0
+
+
+class DeviceGroup(_Frozen):
+    name: str = ""
+    count: PosInt
+    device_class: str
+    network: str
+    link: LinkOverride = LinkOverride()
+    arrival: Arrival
+
+
+class Codec(_Frozen):
+    dtype: Literal["float32", "float16", "int8"] = "int8"
+    zstd_level: Annotated[int, Field(ge=0, le=22)] = 3  # 0 = no entropy coding
+
+
+class ModelSpec(_Frozen):
+    arch: Literal["resnet50"] = "resnet50"
+    weights: str | None = None
+    seed: int = 0
+    split: Literal["layer1", "layer2", "layer3", "layer4"] = "layer2"
+    butterfly_channels: PosInt = 8
+    codec: Codec = Codec()
+    jpeg_quality: Annotated[int, Field(ge=1, le=100)] = 90
+    input_size: Annotated[int, Field(ge=32, le=1024)] = 224
+    image_dir: str | None = None
+
+
+class Cloud(_Frozen):
+    replicas: PosInt = 1
+    device: Literal["cpu", "cuda"] = "cpu"
+    max_batch_size: PosInt = 8
+    max_batch_wait_ms: NonNegFloat = 5.0
+    queue_limit: PosInt = 256
+    torch_threads: PosInt = 1
+    num_cpus: NonNegFloat = 1.0
+    num_gpus: NonNegFloat = 0.0
+
+
+class Pools(_Frozen):
+    devices_per_pool: PosInt = 100
+    torch_threads: PosInt = 1
+    num_cpus: NonNegFloat = 1.0
+
+
+class Throttling(_Frozen):
+    backend: Literal["userspace"] = "userspace"
+
+
+class RaySpec(_Frozen):
+    address: str | None = None  # None: start an embedded, loopback-only Ray
+
+
+class Topology(_Frozen):
+    name: str
+    description: str = ""
+    duration_s: PosFloat
+    warmup_s: NonNegFloat = 0.0
+    request_timeout_s: PosFloat = 30.0
+    strategies: Annotated[list[Strategy], Field(min_length=1)]
+    devices: Annotated[list[DeviceGroup], Field(min_length=1)]
+    networks: dict[str, NetworkProfile]
+    device_classes: dict[str, DeviceClass]
+    model: ModelSpec = ModelSpec()
+    cloud: Cloud = Cloud()
+    pools: Pools = Pools()
+    throttling: Throttling = Throttling()
+    ray: RaySpec = RaySpec()
+
+    @property
+    def device_count(self) -> int:
+        return sum(g.count for g in self.devices)
+
+    def link_for(self, group: DeviceGroup) -> LinkParams:
+        """The group's network profile with the group's own link overrides applied."""
+        base = self.networks[group.network]
+        fields = {k: getattr(base, k) for k in LinkParams.model_fields}
+        fields.update(group.link.model_dump(exclude_none=True))
+        return LinkParams(**fields)
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str
+    message: str
+    value: Any = None
+    has_value: bool = False
+
+    def render(self, file: str) -> str:
+        got = f" (got {self.value!r})" if self.has_value else ""
+        return f"{file}: {self.path or '<top level>'}: {self.message}{got}"
+
+
+class ConfigError(Exception):
+    """A topology that cannot run; `str()` lists every problem, one per line."""
+
+    def __init__(self, file: str, problems: list[Problem]):
+        self.file = file
+        self.problems = problems
+        super().__init__("\n".join(p.render(file) for p in problems))
+
+
+# ---------------------------------------------------------------- key paths
+_PATH_TOKEN = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def parse_key_path(path: str) -> list[str | int]:
+    """`devices[0].arrival.rate_hz` -> ['devices', 0, 'arrival', 'rate_hz']."""
+    parts: list[str | int] = []
+    pos = 0
+    for m in _PATH_TOKEN.finditer(path):
+        gap = path[pos : m.start()]
+        if gap not in ("", "."):
+            raise ValueError(f"bad key path {path!r}")
+        parts.append(m.group(1) if m.group(1) is not None else int(m.group(2)))
+        pos = m.end()
+    if not parts or pos != len(path) or path.endswith("."):
+        raise ValueError(f"bad key path {path!r}")
+    return parts
+
+
+def format_key_path(parts: tuple[Any, ...] | list[Any]) -> str:
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def apply_override(raw: dict[str, Any], assignment: str) -> None:
+    """Apply one `--set key.path=value`; the value is parsed as YAML (3 -> int)."""
+    if "=" not in assignment:
+        raise ValueError(f"--set {assignment!r}: expected key.path=value")
+    key, text = assignment.split("=", 1)
+    parts = parse_key_path(key.strip())
+    value = yaml.safe_load(text) if text.strip() else ""
+    node: Any = raw
+    for i, part in enumerate(parts[:-1]):
+        nxt = parts[i + 1]
+        if isinstance(part, int):
+            if not isinstance(node, list) or part >= len(node):
+                raise ValueError(f"--set {key}: {format_key_path(parts[: i + 1])} does not exist")
+            node = node[part]
+            continue
+        if not isinstance(node, dict):
+            raise ValueError(f"--set {key}: {format_key_path(parts[:i])} is not a mapping")
+        if part not in node or node[part] is None:
+            node[part] = [] if isinstance(nxt, int) else {}
+        # A single device group may be written as a mapping: devices.count=...
+        if part == "devices" and isinstance(node[part], list) and not isinstance(nxt, int):
+            if len(node[part]) != 1:
+                raise ValueError(f"--set {key}: there are several device groups; use devices[N]")
+            node = node[part][0]
+            continue
+        node = node[part]
+    last = parts[-1]
+    if isinstance(last, int):
+        if not isinstance(node, list) or last >= len(node):
+            raise ValueError(f"--set {key}: index {last} does not exist")
+    elif not isinstance(node, dict):
+        raise ValueError(f"--set {key}: {format_key_path(parts[:-1])} is not a mapping")
+    node[last] = value
+
+
+# ---------------------------------------------------------------- loading
+def _merge(base: dict[str, Any], over: Any) -> Any:
+    """Field-by-field override of a built-in profile (non-mappings replace)."""
+    if not isinstance(over, dict):
+        return over
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(out.get(k), dict) else v
+    return out
+
+
+def _with_profiles(raw: dict[str, Any]) -> dict[str, Any]:
+    out = dict(raw)
+    if isinstance(out.get("devices"), dict):  # one group written as a mapping
+        out["devices"] = [out["devices"]]
+    for key, builtin in (("networks", profiles.NETWORKS), ("device_classes", profiles.DEVICE_CLASSES)):
+        user = out.get(key) or {}
+        if not isinstance(user, dict):
+            continue  # left for the validator to report
+        merged = {name: copy.deepcopy(p) for name, p in builtin.items()}
+        for name, p in user.items():
+            merged[name] = _merge(merged[name], p) if name in merged else p
+        out[key] = merged
+    return out
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """Walk the model classes along an error location, for 'allowed keys' hints."""
+    cls: Any = Topology
+    for part in loc:
+        if isinstance(part, int) or cls is None:
+            continue
+        field = cls.model_fields.get(part) if isinstance(cls, type) and issubclass(cls, BaseModel) else None
+        if field is None:
+            # a dict key (network name) or a list index: look through container types
+            continue
+        cls = _unwrap(field.annotation)
+    return cls if isinstance(cls, type) and issubclass(cls, BaseModel) else None
+
+
+def _unwrap(annotation: Any) -> Any:
+    args = getattr(annotation, "__args__", None)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in args or ():
+        found = _unwrap(arg)
+        if found is not None:
+            return found
+    meta = getattr(annotation, "__origin__", None)
+    return _unwrap(meta) if meta not in (None, annotation) else None
+
+
+def _problems_from(err: ValidationError) -> list[Problem]:
+    problems = []
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        # pydantic adds a tag for the union member it tried; drop it from the path
+        loc = tuple(p for p in loc if p not in ("int", "float", "str", "none", "bool"))
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            parent = _model_at(loc[:-1])
+            allowed = ", ".join(parent.model_fields) if parent else "see docs"
+            msg = f"unknown key; allowed keys here: {allowed}"
+        elif e["type"] == "missing":
+            msg = "required key is missing"
+        problems.append(Problem(format_key_path(loc), msg, e.get("input"), e["type"] != "missing"))
+    return problems
+
+
+def _cross_checks(topo: Topology) -> list[Problem]:
+    problems = []
+    for i, g in enumerate(topo.devices):
+        if g.network not in topo.networks:
+            problems.append(Problem(f"devices[{i}].network", "unknown network; allowed: "
+                                    + ", ".join(sorted(topo.networks)), g.network, True))
+        if g.device_class not in topo.device_classes:
+            problems.append(Problem(f"devices[{i}].device_class", "unknown device class; allowed: "
+                                    + ", ".join(sorted(topo.device_classes)), g.device_class, True))
+    if len(set(topo.strategies)) != len(topo.strategies):
+        problems.append(Problem("strategies", "each strategy may appear once", topo.strategies, True))
+    c = RESNET50_CHANNELS[topo.model.split]
+    if topo.model.butterfly_channels >= c:
+        problems.append(Problem("model.butterfly_channels",
+                                f"must be below the {c} channels at split {topo.model.split} "
+                                "(the butterfly unit reduces them)", topo.model.butterfly_channels, True))
+    for key, value in (("model.weights", topo.model.weights), ("model.image_dir", topo.model.image_dir)):
+        if value is not None and not Path(value).exists():
+            problems.append(Problem(key, "no such file or folder", value, True))
+    if topo.cloud.device == "cuda" and topo.cloud.num_gpus <= 0:
+        problems.append(Problem("cloud.num_gpus", "must be > 0 when cloud.device is cuda",
+                                topo.cloud.num_gpus, True))
+    return problems
+
+
+def load_topology(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Topology:
+    """Read, override, merge profiles, validate. Raises ConfigError listing every problem."""
+    path = Path(path)
+    file = str(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(file, [Problem("", f"cannot read the file: {e.strerror}")]) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(file, [Problem("", f"not valid YAML: {e}")]) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(file, [Problem("", "the file must hold a mapping of keys", raw, True)])
+    for assignment in overrides:
+        try:
+            apply_override(raw, assignment)
+        except ValueError as e:
+            raise ConfigError(file, [Problem("", str(e))]) from None
+    if isinstance(raw.get("model"), dict):
+        # Relative paths in a topology are relative to the topology file.
+        for key in ("weights", "image_dir"):
+            v = raw["model"].get(key)
+            if isinstance(v, str) and not Path(v).is_absolute():
+                raw["model"][key] = str((path.parent / v).resolve())
+    try:
+        topo = Topology.model_validate(_with_profiles(raw))
+    except ValidationError as e:
+        raise ConfigError(file, _problems_from(e)) from None
+    problems = _cross_checks(topo)
+    if problems:
+        raise ConfigError(file, problems)
+    return topo

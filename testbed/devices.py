@@ -1,0 +1,77 @@
+"""The emulated devices of a topology: who they are and when their frames arrive.
+
+Pure functions of the config (no Ray, no torch), so the driver, the pools and
+the tests agree on device ids, links and arrival times.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from testbed.config import Arrival, LinkParams, Topology
+from testbed.energy import RadioModel
+from throttling.shaper import LinkDirection
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    device_id: int
+    group: str
+    link: LinkParams
+    speed: float
+    compute_power_w: float
+    radio: RadioModel
+    arrival: Arrival
+
+    def uplink(self) -> LinkDirection:
+        return _direction(self.link, self.link.uplink_mbps)
+
+    def downlink(self) -> LinkDirection:
+        return _direction(self.link, self.link.downlink_mbps)
+
+
+def _direction(link: LinkParams, rate_mbps: float) -> LinkDirection:
+    """Half the RTT each way; a lost packet waits one RTT before its resend."""
+    return LinkDirection(rate_mbps=rate_mbps, delay_ms=link.rtt_ms / 2, jitter_ms=link.jitter_ms,
+                         loss_pct=link.loss_pct, rtx_ms=link.rtt_ms)
+
+
+def device_table(topo: Topology) -> list[DeviceSpec]:
+    out = []
+    for gi, g in enumerate(topo.devices):
+        net = topo.networks[g.network]
+        dc = topo.device_classes[g.device_class]
+        radio = RadioModel(net.radio.alpha_up_mw_per_mbps, net.radio.alpha_down_mw_per_mbps, net.radio.beta_mw)
+        link = topo.link_for(g)
+        for _ in range(g.count):
+            out.append(DeviceSpec(len(out), g.name or f"group{gi}", link, dc.speed, dc.compute_power_w,
+                                  radio, g.arrival))
+    return out
+
+
+def pool_slices(n_devices: int, per_pool: int) -> list[range]:
+    """Device ids of each pool, as even as possible with at most per_pool each."""
+    pools = max(1, -(-n_devices // per_pool))
+    base, extra = divmod(n_devices, pools)
+    out, start = [], 0
+    for i in range(pools):
+        size = base + (1 if i < extra else 0)
+        out.append(range(start, start + size))
+        start += size
+    return out
+
+
+def arrivals(arrival: Arrival, device_id: int, phase: int = 0) -> Iterator[float]:
+    """Arrival times (s from phase start) of one device's frames, seeded per device and phase.
+
+    periodic: every 1/rate with a random phase, so devices do not fire in step;
+    poisson: exponential gaps with mean 1/rate.
+    """
+    rng = random.Random(f"{arrival.seed}:{device_id}:{phase}")
+    period = 1.0 / arrival.rate_hz
+    t = rng.uniform(0.0, period) if arrival.process == "periodic" else rng.expovariate(arrival.rate_hz)
+    while True:
+        yield t
+        t += period if arrival.process == "periodic" else rng.expovariate(arrival.rate_hz)

@@ -1,0 +1,113 @@
+"""ResNet-50 cut at a named point, with a butterfly unit at the cut.
+
+The butterfly unit (Eshratifar et al., "Towards Collaborative Intelligence
+Friendly Architectures for Deep Learning", ISQED 2019) is a reduction
+conv(C->c) + BN + ReLU that runs on the device after the head, and a
+restoration conv(c->C) + BN + ReLU that runs in the cloud before the tail.
+Weights come from a local state_dict when the topology names one; nothing is
+downloaded, so the default is a seeded random init (timing and bytes are
+real; accuracy needs trained weights, see the butterfly training issue).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torchvision.models import resnet50
+
+SPLIT_POINTS = ("layer1", "layer2", "layer3", "layer4")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def build_backbone(weights: str | None, seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    net = resnet50(weights=None)
+    if weights:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        net.load_state_dict(state)
+    return net.eval()
+
+
+def stages(net: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The backbone as an ordered list of named stages; a cut follows one of them."""
+    return [
+        ("stem", nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)),
+        ("layer1", net.layer1),
+        ("layer2", net.layer2),
+        ("layer3", net.layer3),
+        ("layer4", net.layer4),
+        ("classifier", nn.Sequential(net.avgpool, nn.Flatten(1), net.fc)),
+    ]
+
+
+def conv_bn_relu(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+
+
+@dataclass
+class SplitModel:
+    """The four pieces a split deployment needs, plus the whole network."""
+
+    head: nn.Module  # stem .. split point (device)
+    reduction: nn.Module  # butterfly, device side
+    restoration: nn.Module  # butterfly, cloud side
+    tail: nn.Module  # after the split point .. classifier (cloud)
+    full: nn.Module  # unsplit network (cloud_only in the cloud, device_only on the device)
+    split: str
+    channels: int  # C at the cut
+    reduced_channels: int  # c
+
+    def device_part(self) -> nn.Module:
+        return nn.Sequential(self.head, self.reduction).eval()
+
+    def cloud_part(self) -> nn.Module:
+        return nn.Sequential(self.restoration, self.tail).eval()
+
+
+def build_split_model(weights: str | None, seed: int, split: str, reduced_channels: int,
+                      input_size: int = 224) -> SplitModel:
+    if split not in SPLIT_POINTS:
+        raise ValueError(f"unknown split {split!r}; allowed: {', '.join(SPLIT_POINTS)}")
+    net = build_backbone(weights, seed)
+    named = stages(net)
+    cut = [n for n, _ in named].index(split) + 1
+    head = nn.Sequential(*[m for _, m in named[:cut]])
+    tail = nn.Sequential(*[m for _, m in named[cut:]])
+    channels = _out_shape(head, input_size)[1]
+    torch.manual_seed(seed + 1)
+    reduction = conv_bn_relu(channels, reduced_channels).eval()
+    restoration = conv_bn_relu(reduced_channels, channels).eval()
+    return SplitModel(head.eval(), reduction, restoration, tail.eval(), net, split, channels,
+                      reduced_channels)
+
+
+@torch.no_grad()
+def _out_shape(module: nn.Module, input_size: int) -> tuple[int, ...]:
+    return tuple(module(torch.zeros(1, 3, input_size, input_size)).shape)
+
+
+@torch.no_grad()
+def split_catalogue(net: nn.Module, input_size: int = 224) -> list[dict[str, object]]:
+    """Every candidate cut of the backbone with its output shape and float32 bytes.
+
+    Computed by running a tensor through the model, not typed in.
+    """
+    x = torch.zeros(1, 3, input_size, input_size)
+    rows = [{"cut": "input", "shape": list(x.shape[1:]), "float32_bytes": x[0].numel() * 4}]
+    for name, module in stages(net):
+        x = module(x)
+        rows.append({"cut": name, "shape": list(x.shape[1:]), "float32_bytes": x[0].numel() * 4})
+    return rows
+
+
+def preprocess(rgb_batch: list, device: str = "cpu") -> torch.Tensor:
+    """List of HxWx3 uint8 arrays -> normalized NCHW float tensor."""
+    import numpy as np
+
+    x = torch.from_numpy(np.stack(rgb_batch)).to(device).permute(0, 3, 1, 2).float().div_(255.0)
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+    return (x - mean) / std

@@ -1,0 +1,136 @@
+"""Userspace link shaper: one direction of one device's link, applied to real bytes.
+
+The link is a FIFO pipe. A message is cut into MTU-sized packets; each packet
+is serialized at the link rate after the previous one (the link's busy cursor
+makes back-to-back messages queue), then propagates for the one-way delay
+(plus a per-message jitter sample, never reordering). A lost packet is resent
+after `rtx_ms` (about one RTT, as TCP fast retransmit would) and takes the link
+again; in-order delivery holds every later byte behind it.
+
+The plan (`plan`) is pure bookkeeping; `send` then writes each group of bytes
+to the socket at the time it would leave the far end of the emulated pipe, so
+the receiver sees real bytes arrive when the emulated link would deliver them.
+Both directions use this one class: the device shapes its uplink, the cloud
+shapes each connection's downlink.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import random
+from dataclasses import dataclass
+
+from testbed.clock import now, sleep_until
+
+MTU_BYTES = 1500
+# Packets due within this window are written together, to bound wake-ups;
+# the last packet of a message is never written early.
+COALESCE_S = 0.0005
+
+
+@dataclass(frozen=True)
+class LinkDirection:
+    rate_mbps: float
+    delay_ms: float  # one-way propagation delay
+    jitter_ms: float = 0.0  # std-dev of a per-message normal delay offset
+    loss_pct: float = 0.0  # per-packet loss probability, in percent
+    rtx_ms: float = 0.0  # extra delay of a lost packet before it is resent
+    mtu_bytes: int = MTU_BYTES
+
+    def ideal_ms(self, nbytes: int) -> float:
+        """bytes/rate + delay: what the link should take for one message on an idle link."""
+        return nbytes * 8 / (self.rate_mbps * 1e3) + self.delay_ms
+
+
+@dataclass(frozen=True)
+class Plan:
+    t_start: float
+    ends: list[int]  # cumulative byte offset after each packet
+    arrivals: list[float]  # when each packet's last byte leaves the far end
+    lost_packets: int
+
+    @property
+    def t_last(self) -> float:
+        return self.arrivals[-1] if self.arrivals else self.t_start
+
+
+@dataclass(frozen=True)
+class SendResult:
+    t_start: float
+    t_planned: float  # planned arrival of the last byte
+    t_done: float  # when the last byte was actually written
+    nbytes: int
+    lost_packets: int
+
+    @property
+    def ms(self) -> float:
+        return (self.t_done - self.t_start) * 1000.0
+
+    @property
+    def error_ms(self) -> float:
+        """How late the real write was against the plan (shaper fidelity)."""
+        return (self.t_done - self.t_planned) * 1000.0
+
+
+class LinkShaper:
+    def __init__(self, spec: LinkDirection, seed: int = 0):
+        if spec.rate_mbps <= 0:
+            raise ValueError("rate_mbps must be > 0")
+        self.spec = spec
+        self._rng = random.Random(seed)
+        self._bytes_per_s = spec.rate_mbps * 1e6 / 8
+        self._busy_until = 0.0
+        self._last_arrival = 0.0
+        self._write_lock = asyncio.Lock()
+
+    def plan(self, nbytes: int, t_start: float) -> Plan:
+        """Schedule one message on the link (advances the link's state)."""
+        spec = self.spec
+        delay = spec.delay_ms / 1000.0
+        if spec.jitter_ms > 0:
+            delay = max(0.0, delay + self._rng.gauss(0.0, spec.jitter_ms / 1000.0))
+        p_loss = spec.loss_pct / 100.0
+        rtx = spec.rtx_ms / 1000.0
+        depart = max(t_start, self._busy_until)
+        floor = self._last_arrival
+        ends, arrivals, lost, offset = [], [], 0, 0
+        while offset < nbytes:
+            size = min(spec.mtu_bytes, nbytes - offset)
+            offset += size
+            depart += size / self._bytes_per_s
+            arrival = depart + delay
+            if p_loss and self._rng.random() < p_loss:
+                lost += 1
+                depart += size / self._bytes_per_s  # the resend takes the link again
+                arrival = depart + rtx + delay
+            floor = max(floor, arrival)  # in-order delivery
+            ends.append(offset)
+            arrivals.append(floor)
+        self._busy_until = depart
+        self._last_arrival = floor
+        return Plan(t_start, ends, arrivals, lost)
+
+    async def send(self, writer: asyncio.StreamWriter, data: bytes) -> SendResult:
+        """Write `data` to `writer` as the emulated link would deliver it."""
+        t_start = now()
+        plan = self.plan(len(data), t_start)
+        async with self._write_lock:  # messages keep their order on the stream
+            await self._write(writer, data, plan)
+            await writer.drain()
+        return SendResult(t_start, plan.t_last, now(), len(data), plan.lost_packets)
+
+    @staticmethod
+    async def _write(writer: asyncio.StreamWriter, data: bytes, plan: Plan) -> None:
+        i, n, sent = 0, len(plan.arrivals), 0
+        while i < n:
+            await sleep_until(plan.arrivals[i])
+            horizon = now() + COALESCE_S
+            j = bisect.bisect_right(plan.arrivals, horizon, lo=i) - 1
+            if j == n - 1 and plan.arrivals[j] > now():
+                j -= 1  # the last packet waits for its exact time
+            if j < i:
+                continue
+            writer.write(data[sent : plan.ends[j]])
+            sent = plan.ends[j]
+            i = j + 1
