@@ -90,8 +90,12 @@ class CloudServer:
         self.device = "cpu"
 
     # ------------------------------------------------------------ lifecycle
-    async def start(self, host: str = "127.0.0.1") -> dict[str, Any]:
-        """Build the model, open the ingress; returns its address and what runs where."""
+    async def start(self, host: str | None = None) -> dict[str, Any]:
+        """Build the model, open the ingress; returns its address and what runs where.
+
+        The ingress listens on this node's Ray address (127.0.0.1 for an embedded Ray).
+        """
+        host = host or _node_ip()
         loop = asyncio.get_running_loop()
         info = await loop.run_in_executor(self._executor, self._build)
         cloud = self.topo.cloud
@@ -107,7 +111,7 @@ class CloudServer:
     def _build(self) -> dict[str, Any]:
         import torch
 
-        from testbed.model import build_split_model
+        from testbed.model import build_split_model, split_catalogue
 
         torch.set_num_threads(self.topo.cloud.torch_threads)
         m = self.topo.model
@@ -122,7 +126,8 @@ class CloudServer:
             self._full(x)
             self._cloud_part(sm.device_part().to(self.device)(x))
         name = torch.cuda.get_device_name(0) if self.device == "cuda" else cpu_model()
-        return {"device": self.device, "device_name": name, "torch_threads": torch.get_num_threads()}
+        return {"device": self.device, "device_name": name, "torch_threads": torch.get_num_threads(),
+                "split_catalogue": split_catalogue(sm.full, m.input_size)}
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -268,3 +273,13 @@ class CloudServer:
             "batch_histogram": {str(k): v for k, v in sorted(s.batch_histogram.items())},
         }
 
+
+def _node_ip() -> str:
+    try:
+        import ray
+
+        if ray.is_initialized():
+            return str(ray.util.get_node_ip_address())
+    except ImportError:
+        pass
+    return "127.0.0.1"

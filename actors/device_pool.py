@@ -87,10 +87,14 @@ class DevicePool:
         self.calibration: dict[str, float] = {}
 
     # ------------------------------------------------------------ set-up
-    async def setup(self, replicas: list[dict[str, Any]]) -> dict[str, Any]:
-        """Build the model, calibrate host compute times, connect every device to its replica."""
+    async def prepare(self) -> dict[str, float]:
+        """Build the model and calibrate host compute times (overlaps the cloud's start)."""
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self._build)
+        return self.calibration
+
+    async def connect(self, replicas: list[dict[str, Any]]) -> dict[str, Any]:
+        """Open every device's connection to its replica (round robin by device id)."""
         for spec in self.specs:
             dev = Device(spec, TimeScaledCpu(spec.speed))
             if any(s != "device_only" for s in self.topo.strategies):

@@ -43,7 +43,8 @@ def encode_tensor(x: np.ndarray, dtype: str, zstd_level: int = 0) -> tuple[dict[
     elif dtype == "float16":
         raw = x.astype("<f2").tobytes()
     elif dtype == "int8":
-        lo, hi = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)
+        # The range always includes 0, so zero (half of a post-ReLU map) is exact.
+        lo, hi = (min(float(x.min()), 0.0), max(float(x.max()), 0.0)) if x.size else (0.0, 0.0)
         scale = (hi - lo) / 255.0 or 1.0
         zero_point = int(round(-lo / scale))
         q = np.clip(np.rint(x / scale) + zero_point, 0, 255).astype(np.uint8)

@@ -1,0 +1,1 @@
+"""Ray actors: device pools (many emulated devices each) and cloud servers."""

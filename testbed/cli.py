@@ -1,0 +1,91 @@
+"""Command line: `python run.py TOPOLOGY.yaml [--out DIR] [--set key.path=value ...]`.
+
+Exit status: 0 when the run completed, 2 for a topology that cannot run
+(reported before Ray starts), 130 when interrupted (Ctrl-C or SIGTERM; the
+output folder then holds a summary marked partial), 1 for any other failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from testbed.config import ConfigError, Topology, load_topology
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="run.py", description="Run a splitbed experiment described by a topology YAML.")
+    p.add_argument("topology", help="topology file, e.g. topologies/lte_100devices.yaml")
+    p.add_argument("--out", type=Path, help="output folder (default: results/<topology>-<timestamp>/)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help="override a topology field, e.g. --set devices.count=10 (repeatable)")
+    p.add_argument("--address", help="join an existing Ray cluster ('auto' or HOST:PORT) instead of "
+                                     "starting an embedded one")
+    p.add_argument("--validate", action="store_true", help="check the topology and exit")
+    p.add_argument("--catalogue", action="store_true", help="print the model's split catalogue and exit")
+    return p
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    err = Console(stderr=True)
+    if not err.is_terminal:
+        err = Console(stderr=True, width=140)
+    overrides = list(args.overrides) + ([f"ray.address={args.address}"] if args.address else [])
+    try:
+        topo = load_topology(args.topology, overrides)
+    except ConfigError as e:
+        print(f"invalid topology:\n{e}", file=sys.stderr)  # plain: never wrapped or restyled
+        return 2
+    if args.validate:
+        print(f"{args.topology}: valid ({topo.device_count} devices, strategies: {', '.join(topo.strategies)})")
+        return 0
+    if args.catalogue:
+        return _print_catalogue(topo)
+    out = args.out or Path("results") / f"{topo.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    return _run(topo, args.topology, out, err)
+
+
+def _run(topo: Topology, topology_file: str, out: Path, err: Console) -> int:
+    from testbed.experiment import run_experiment
+    from testbed.progress import Progress
+    from testbed.report import print_summary
+
+    err.print(f"splitbed: {topology_file} -> {out}/")
+    try:
+        summary = run_experiment(topo, topology_file, out, Progress(topo, err))
+    except KeyboardInterrupt:
+        err.print(f"[yellow]interrupted[/yellow]: partial results kept in {out}/ (summary.json says partial)")
+        return 130
+    except Exception as e:  # noqa: BLE001 - reported with the folder that holds what was measured
+        err.print(f"[red]run failed[/red]: {type(e).__name__}: {e}\npartial results kept in {out}/")
+        return 1
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=140)  # files and CI logs: wide enough for the tables
+    print_summary(summary, str(out), console)
+    return 0
+
+
+def _print_catalogue(topo: Topology) -> int:
+    from testbed.model import build_backbone, split_catalogue
+
+    rows = split_catalogue(build_backbone(topo.model.weights, topo.model.seed), topo.model.input_size)
+    print(f"{'cut':<12}{'output shape':<20}{'float32 bytes':>14}")
+    for r in rows:
+        print(f"{r['cut']:<12}{'x'.join(map(str, r['shape'])):<20}{r['float32_bytes']:>14,}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

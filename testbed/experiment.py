@@ -1,0 +1,221 @@
+"""Run one topology on Ray: build the actors, run one phase per strategy, collect as it goes.
+
+The driver owns the output folder. About once a second it drains finished
+request records from the device pools and load samples from the cloud
+replicas, appends them to the CSV files and refreshes the progress display.
+Strategies run one after another over the same devices, each with its own
+warm-up, so every strategy is measured under the same offered load.
+
+Everything it starts is stopped in `finally`: actors are killed and an
+embedded Ray is shut down on success, error, Ctrl-C and SIGTERM, and the last
+summary written says whether the run was complete.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from testbed import __version__
+from testbed.config import Topology
+from testbed.devices import pool_slices
+from testbed.host import host_facts
+from testbed.metrics import percentile, ratios, summarize_strategies
+from testbed.progress import Progress
+from testbed.results import RunFolder
+from throttling.cpu import MECHANISM as CPU_MECHANISM
+
+LINK_MECHANISM = ("userspace shaper (token-bucket rate, propagation delay, jitter, loss as "
+                  "retransmission delay, applied to the real bytes on each device's TCP socket)")
+POLL_S = 1.0
+
+
+@dataclass
+class RunState:
+    topo: Topology
+    topology_file: str
+    started_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    t0: float = field(default_factory=time.monotonic)
+    records: list[dict[str, Any]] = field(default_factory=list)
+    phase: str = "starting"
+    phases_done: list[str] = field(default_factory=list)
+    ray_info: dict[str, Any] = field(default_factory=dict)
+    replicas: list[dict[str, Any]] = field(default_factory=list)
+    pools: list[dict[str, Any]] = field(default_factory=list)
+    replica_stats: list[dict[str, Any]] = field(default_factory=list)
+    status: str = "running"
+    error: str | None = None
+
+
+class Actors:
+    """The run's Ray actors; `close()` drains what they hold and kills them."""
+
+    def __init__(self, topo: Topology):
+        import ray
+
+        from actors.cloud_server import CloudServer
+        from actors.device_pool import DevicePool
+
+        self.ray = ray
+        js = topo.model_dump_json()
+        cloud_cls = ray.remote(CloudServer)
+        pool_cls = ray.remote(DevicePool)
+        c, p = topo.cloud, topo.pools
+        self.clouds = [cloud_cls.options(num_cpus=c.num_cpus, num_gpus=c.num_gpus,
+                                         max_concurrency=10_000).remote(i, js)
+                       for i in range(c.replicas)]
+        self.pools = [pool_cls.options(num_cpus=p.num_cpus, max_concurrency=10_000).remote(i, js, list(ids))
+                      for i, ids in enumerate(pool_slices(topo.device_count, p.devices_per_pool))]
+
+    def start(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Cloud model load and pool model load + calibration overlap; then devices connect."""
+        cloud_refs = [c.start.remote() for c in self.clouds]
+        prep_refs = [p.prepare.remote() for p in self.pools]
+        replicas = self.ray.get(cloud_refs)
+        self.ray.get(prep_refs)
+        pools = self.ray.get([p.connect.remote(replicas) for p in self.pools])
+        return replicas, pools
+
+    def drain(self, strategy: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        records = [r for batch in self.ray.get([p.drain.remote() for p in self.pools]) for r in batch]
+        load = [dict(row, strategy=strategy)
+                for batch in self.ray.get([c.drain_load.remote() for c in self.clouds]) for row in batch]
+        return records, load
+
+    def stats(self) -> list[dict[str, Any]]:
+        return self.ray.get([c.stats.remote() for c in self.clouds])
+
+    def close(self) -> None:
+        for actor in self.pools + self.clouds:
+            try:
+                self.ray.kill(actor, no_restart=True)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+
+
+def run_experiment(topo: Topology, topology_file: str, out_dir: Path,
+                   progress: Progress | None = None) -> dict[str, Any]:
+    """Run every strategy of the topology; returns the summary (also in out_dir/summary.json)."""
+    from testbed.ray_runtime import ray_session
+
+    folder = RunFolder(out_dir)
+    state = RunState(topo, topology_file)
+    progress = progress or Progress(topo)
+    folder.write_summary(build_summary(state))
+    try:
+        with ray_session(topo.ray.address, _cpus_needed(topo), _gpus_needed(topo)) as ray_info:
+            state.ray_info = ray_info
+            _run_on_ray(state, folder, progress)
+        state.status = "complete"
+    except KeyboardInterrupt:
+        state.status, state.error = "interrupted", "interrupted (Ctrl-C or SIGTERM)"
+        raise
+    except BaseException as e:
+        state.status, state.error = "failed", f"{type(e).__name__}: {e}"
+        raise
+    finally:
+        progress.stop()
+        folder.write_summary(build_summary(state))
+        folder.close()
+    return build_summary(state)
+
+
+def _run_on_ray(state: RunState, folder: RunFolder, progress: Progress) -> None:
+    actors = Actors(state.topo)
+    try:
+        progress.note("starting actors: model load and calibration")
+        state.replicas, state.pools = actors.start()
+        progress.started(state.replicas, state.pools)
+        folder.write_summary(build_summary(state))
+        for i, strategy in enumerate(state.topo.strategies):
+            _run_phase(state, folder, progress, actors, strategy, i)
+        state.replica_stats = actors.stats()
+    finally:
+        try:  # keep what the actors still hold, whatever happened
+            state.replica_stats = state.replica_stats or actors.stats()
+            _collect(state, folder, progress, actors)
+        except BaseException:  # noqa: BLE001 - best effort on the way out
+            pass
+        actors.close()
+
+
+def _run_phase(state: RunState, folder: RunFolder, progress: Progress, actors: Actors,
+               strategy: str, index: int) -> None:
+    ray = actors.ray
+    state.phase = strategy
+    progress.phase(strategy, index)
+    pending = [p.run_phase.remote(strategy, index) for p in actors.pools]
+    while pending:
+        _, pending = ray.wait(pending, num_returns=len(pending), timeout=POLL_S)
+        _collect(state, folder, progress, actors)
+    state.phases_done.append(strategy)
+    folder.write_summary(build_summary(state))
+
+
+def _collect(state: RunState, folder: RunFolder, progress: Progress, actors: Actors) -> None:
+    records, load = actors.drain(state.phase)
+    state.records.extend(records)
+    folder.requests.append(records)
+    folder.server_load.append(load)
+    progress.update(records)
+
+
+def _cpus_needed(topo: Topology) -> float:
+    pools = len(pool_slices(topo.device_count, topo.pools.devices_per_pool))
+    return pools * topo.pools.num_cpus + topo.cloud.replicas * topo.cloud.num_cpus
+
+
+def _gpus_needed(topo: Topology) -> float:
+    return topo.cloud.replicas * topo.cloud.num_gpus
+
+
+def build_summary(state: RunState) -> dict[str, Any]:
+    topo = state.topo
+    windows = {s: topo.duration_s for s in topo.strategies if s in state.phases_done}
+    if state.phase in topo.strategies and state.phase not in windows:
+        windows[state.phase] = topo.duration_s  # the phase under way (partial)
+    per_strategy = summarize_strategies(state.records, windows)
+    return {
+        "splitbed_version": __version__,
+        "status": state.status,
+        "partial": state.status != "complete",
+        "error": state.error,
+        "started_at": state.started_at,
+        "wall_s": round(time.monotonic() - state.t0, 2),
+        "topology_file": state.topology_file,
+        "topology": topo.model_dump(mode="json"),
+        "host": host_facts(),
+        "ray": state.ray_info,
+        "backends": {"link": LINK_MECHANISM, "cpu": CPU_MECHANISM,
+                     "cloud_device": sorted({r.get("device_name", "?") + f" ({r.get('device')})"
+                                             for r in state.replicas})},
+        "calibration_host_ms": {f"pool{p['pool']}": p["calibration_host_ms"] for p in state.pools},
+        "split_catalogue": state.replicas[0]["split_catalogue"] if state.replicas else None,
+        "phases_done": state.phases_done,
+        "strategies": per_strategy,
+        "comparison": ratios(per_strategy),
+        "replicas": [_replica_summary(s, state) for s in state.replica_stats],
+        "fidelity": _fidelity(state.records),
+    }
+
+
+def _replica_summary(stats: dict[str, Any], state: RunState) -> dict[str, Any]:
+    wall = max(1e-9, time.monotonic() - state.t0)
+    return {**stats, "busy_fraction_of_run": stats["busy_s"] / wall}
+
+
+def _fidelity(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """How well the emulation kept its promises in this run."""
+    def p95(key: str) -> float:
+        return percentile([float(r[key]) for r in records if r[key] is not None], 95)
+
+    return {
+        "uplink_error_ms_p95": p95("uplink_error_ms"),
+        "emu_wait_ms_p95": p95("emu_wait_ms"),
+        "note": ("uplink_error_ms: real write of the last byte minus its planned time; "
+                 "emu_wait_ms: time a device waited for its pool's shared executor (an emulation "
+                 "artefact kept out of device compute time; large values mean the host is overloaded)"),
+    }

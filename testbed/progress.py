@@ -1,0 +1,72 @@
+"""What the run shows while it runs: one live line on a terminal, a line every few seconds elsewhere."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.text import Text
+
+from testbed.config import Topology
+from testbed.metrics import percentile
+
+PLAIN_EVERY_S = 5.0
+
+
+class Progress:
+    def __init__(self, topo: Topology, console: Console | None = None):
+        self.topo = topo
+        self.console = console or Console(stderr=True)
+        self._live: Live | None = None
+        self._phase = ""
+        self._t_phase = time.monotonic()
+        self._counts: dict[str, int] = {}
+        self._e2e: list[float] = []
+        self._last_plain = 0.0
+
+    def note(self, message: str) -> None:
+        self.console.print(f"[dim]{message}[/dim]")
+
+    def started(self, replicas: list[dict[str, Any]], pools: list[dict[str, Any]]) -> None:
+        for r in replicas:
+            self.console.print(f"cloud replica {r['replica']}: {r['device_name']} ({r['device']}), "
+                               f"ingress {r['host']}:{r['port']}")
+        for p in pools:
+            cal = ", ".join(f"{k} {v:.1f} ms" for k, v in p["calibration_host_ms"].items())
+            self.console.print(f"device pool {p['pool']}: {p['devices']} devices; host compute: {cal}")
+
+    def phase(self, strategy: str, index: int) -> None:
+        self._phase = f"{strategy} ({index + 1}/{len(self.topo.strategies)})"
+        self._t_phase = time.monotonic()
+        self._counts, self._e2e = {}, []
+        if self.console.is_terminal and self._live is None:
+            self._live = Live(self._line(), console=self.console, refresh_per_second=4, transient=True)
+            self._live.start()
+        self.console.print(f"phase {self._phase}: warm-up {self.topo.warmup_s:g} s, "
+                           f"measure {self.topo.duration_s:g} s")
+
+    def update(self, records: list[dict[str, Any]]) -> None:
+        for r in records:
+            self._counts[r["status"]] = self._counts.get(r["status"], 0) + 1
+            if r["status"] == "completed":
+                self._e2e.append(float(r["e2e_ms"]))
+        if self._live is not None:
+            self._live.update(self._line())
+        elif time.monotonic() - self._last_plain >= PLAIN_EVERY_S and self._phase:
+            self._last_plain = time.monotonic()
+            self.console.print(self._line())
+
+    def _line(self) -> Text:
+        total = self.topo.warmup_s + self.topo.duration_s
+        elapsed = min(time.monotonic() - self._t_phase, total)
+        p50 = percentile(self._e2e[-500:], 50)
+        return Text(f"  {self._phase}: {elapsed:5.1f}/{total:g} s  devices {self.topo.device_count}  "
+                    f"done {self._counts.get('completed', 0)}  failed {self._counts.get('failed', 0)}  "
+                    f"timed out {self._counts.get('timed_out', 0)}  p50 {p50:.1f} ms")
+
+    def stop(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None

@@ -1,0 +1,46 @@
+"""Start an embedded Ray for a local run, or join an existing cluster.
+
+Embedded (no address): Ray is told to stay on loopback. It picks the host's
+non-loopback address by default; RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, set
+before Ray starts, is its local-only switch and binds every listener to
+127.0.0.1 (checked with `ss -ltnp`, and by a test). The CPU count given to the
+embedded Ray is at least what the topology's actors ask for, so a 2-core
+machine can host a pool and a replica side by side.
+
+With an address (`auto` or HOST:PORT), the run joins that cluster and Ray's
+own scheduling places the actors; nothing distributed is hand-made here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+
+@contextmanager
+def ray_session(address: str | None, num_cpus: float, num_gpus: float) -> Iterator[dict[str, Any]]:
+    if address is None:
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    import ray
+
+    kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": "WARNING",
+                              "log_to_driver": True, "configure_logging": True}
+    if address is None:
+        kwargs.update(num_cpus=max(int(-(-num_cpus // 1)), os.cpu_count() or 1),
+                      num_gpus=int(-(-num_gpus // 1)) or None)
+        kwargs.update(_node_ip_address="127.0.0.1")
+    else:
+        kwargs["address"] = address
+    started_here = not ray.is_initialized()
+    ctx = ray.init(**kwargs) if started_here else None
+    try:
+        yield {"mode": "embedded" if address is None else "cluster",
+               "address": ctx.address_info.get("gcs_address") if ctx is not None else None,
+               "node_ip": ray.util.get_node_ip_address(),
+               "ray_version": ray.__version__,
+               "cluster_resources": ray.cluster_resources()}
+    finally:
+        if started_here:
+            ray.shutdown()

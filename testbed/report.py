@@ -1,0 +1,57 @@
+"""The console summary printed when a run ends, from the same summary.json data."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _f(x: Any, digits: int = 1) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
+
+
+def print_summary(summary: dict[str, Any], out_dir: str, console: Console | None = None) -> None:
+    console = console or Console()
+    topo = summary["topology"]
+    t = Table(title=f"{topo['name']}: {sum(g['count'] for g in topo['devices'])} devices, "
+                    f"{topo['duration_s']:g} s measured per strategy ({summary['status']})")
+    for col in ("strategy", "done", "failed", "timed out", "p50 ms", "p95 ms", "p99 ms", "mean ms",
+                "req/s", "energy mJ", "KB up"):
+        t.add_column(col, justify="right" if col != "strategy" else "left")
+    for name, st in summary["strategies"].items():
+        lat, by = st["latency_ms"], st["by_status"]
+        t.add_row(name, str(by["completed"]), str(by["failed"]), str(by["timed_out"]), _f(lat["p50"]),
+                  _f(lat["p95"]), _f(lat["p99"]), _f(lat["mean"]), _f(st["throughput_rps"], 2),
+                  _f(st["energy_mj_mean"]), _f((st["bytes_up_mean"] or 0) / 1000 if st["bytes_up_mean"] else None))
+    console.print(t)
+    _print_breakdown(summary, console)
+    for pair, r in summary["comparison"].items():
+        console.print(f"{pair}: latency p50 x{_f(r['latency_p50'], 2)}, mean x{_f(r['latency_mean'], 2)}; "
+                      f"energy x{_f(r['energy_mean'], 2)}; bytes up x{_f(r['bytes_up_mean'], 1)}  "
+                      "(>1: the second strategy is better)")
+    for rep in summary["replicas"]:
+        console.print(f"replica {rep['replica']} ({rep['device']}): {rep['completed']} requests, mean batch "
+                      f"{rep['mean_batch_size']:.2f}, busy {rep['busy_fraction_of_run']:.0%} of the run, "
+                      f"max queue {rep['max_queue_depth']}, rejected {rep['rejected']}")
+    fid = summary["fidelity"]
+    console.print(f"link: {summary['backends']['link']}")
+    console.print(f"cpu: {summary['backends']['cpu']}")
+    console.print(f"fidelity: uplink timing error p95 {_f(fid['uplink_error_ms_p95'], 2)} ms; "
+                  f"pool executor wait p95 {_f(fid['emu_wait_ms_p95'], 2)} ms")
+    console.print(f"results: {out_dir}/ (summary.json, requests.csv, server_load.csv)")
+
+
+def _print_breakdown(summary: dict[str, Any], console: Console) -> None:
+    keys = ("emu_wait_ms", "head_ms", "encode_ms", "uplink_ms", "queue_ms", "cloud_ms", "downlink_ms")
+    t = Table(title="mean latency breakdown (ms, completed requests)")
+    t.add_column("strategy")
+    for k in keys:
+        t.add_column(k.removesuffix("_ms"), justify="right")
+    for name, st in summary["strategies"].items():
+        t.add_row(name, *(_f(st["breakdown_ms_mean"][k]) for k in keys))
+    console.print(t)

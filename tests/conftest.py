@@ -1,0 +1,41 @@
+"""Shared fixtures. Tiers: unit tests (no Ray), in-process server tests (asyncio, no Ray),
+and `slow` end-to-end runs on a local Ray (run in CI too)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+@pytest.fixture
+def write_topology(tmp_path):
+    """Write a topology YAML (text) to a temp file and return its path."""
+
+    def _write(text: str, name: str = "topo.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(text)
+        return path
+
+    return _write
+
+
+MINIMAL = """
+name: t
+duration_s: 2
+strategies: [butterfly]
+devices:
+  count: 2
+  device_class: phone
+  network: lte
+  arrival: {rate_hz: 1}
+"""
+
+
+@pytest.fixture
+def minimal_yaml() -> str:
+    return MINIMAL

@@ -1,0 +1,143 @@
+"""Topology validation: every rule gives exit-2-style errors naming file, key path, value, allowed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from testbed.config import ConfigError, apply_override, load_topology, parse_key_path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def problems(path, overrides=()):
+    with pytest.raises(ConfigError) as e:
+        load_topology(path, overrides)
+    return str(e.value)
+
+
+def test_minimal_topology_loads_with_profiles(write_topology, minimal_yaml):
+    topo = load_topology(write_topology(minimal_yaml))
+    assert topo.device_count == 2
+    link = topo.link_for(topo.devices[0])
+    assert link.uplink_mbps == 5.85 and link.rtt_ms == 70.0
+    assert topo.networks["lte"].radio.beta_mw == 1288.04
+    with pytest.raises(Exception):
+        topo.duration_s = 5  # frozen
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "topologies").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_topologies_are_valid(path):
+    assert load_topology(path).device_count >= 1
+
+
+@pytest.mark.parametrize("override, key, says", [
+    ("cloud.foo=1", "cloud.foo", "unknown key; allowed keys here: replicas, device"),
+    ("devices.arrival.rate_hz=0", "devices[0].arrival.rate_hz", "greater than 0"),
+    ("devices.arrival.process=burst", "devices[0].arrival.process", "'periodic' or 'poisson'"),
+    ("devices.count=many", "devices[0].count", "valid integer"),
+    ("model.split=layer9", "model.split", "'layer1', 'layer2', 'layer3' or 'layer4'"),
+    ("model.codec.dtype=int4", "model.codec.dtype", "'float32', 'float16' or 'int8'"),
+    ("model.codec.zstd_level=40", "model.codec.zstd_level", "less than or equal to 22"),
+    ("cloud.max_batch_size=0", "cloud.max_batch_size", "greater than or equal to 1"),
+    ("networks.lte.loss_pct=100", "networks.lte.loss_pct", "less than 100"),
+    ("device_classes.phone.speed=2", "device_classes.phone.speed", "less than or equal to 1"),
+    ("strategies=[]", "strategies", "at least 1 item"),
+    ("strategies=[edge_only]", "strategies[0]", "'cloud_only', 'butterfly' or 'device_only'"),
+    ("throttling.backend=magic", "throttling.backend", "'userspace'"),
+    ("duration_s=-3", "duration_s", "greater than 0"),
+])
+def test_each_field_rule_names_path_value_and_allowed(write_topology, minimal_yaml, override, key, says):
+    path = write_topology(minimal_yaml)
+    msg = problems(path, [override])
+    assert f"{path}: {key}: " in msg
+    assert says in msg
+    assert "(got " in msg
+
+
+@pytest.mark.parametrize("override, key, says", [
+    ("devices.network=5g", "devices[0].network", "unknown network; allowed: 3g, lte, wifi"),
+    ("devices.device_class=toaster", "devices[0].device_class", "unknown device class; allowed: host, jetson_tx2, phone, raspberry_pi4"),
+    ("strategies=[butterfly, butterfly]", "strategies", "each strategy may appear once"),
+    ("model.butterfly_channels=512", "model.butterfly_channels", "must be below the 512 channels at split layer2"),
+    ("model.weights=missing.pt", "model.weights", "no such file or folder"),
+    ("cloud.device=cuda", "cloud.num_gpus", "must be > 0 when cloud.device is cuda"),
+])
+def test_cross_field_rules(write_topology, minimal_yaml, override, key, says):
+    path = write_topology(minimal_yaml)
+    msg = problems(path, [override])
+    assert f"{path}: {key}: {says}" in msg
+
+
+def test_missing_required_key(write_topology):
+    path = write_topology("name: t\nstrategies: [butterfly]\ndevices: {count: 1, device_class: phone, "
+                          "network: lte, arrival: {rate_hz: 1}}\n")
+    assert f"{path}: duration_s: required key is missing" in problems(path)
+
+
+def test_every_problem_is_reported_at_once(write_topology, minimal_yaml):
+    msg = problems(write_topology(minimal_yaml), ["cloud.replicas=0", "model.jpeg_quality=101"])
+    assert "cloud.replicas" in msg and "model.jpeg_quality" in msg
+
+
+def test_file_level_errors(tmp_path, write_topology):
+    assert "cannot read the file" in problems(tmp_path / "nope.yaml")
+    assert "not valid YAML" in problems(write_topology("name: [unclosed\n"))
+    assert "must hold a mapping" in problems(write_topology("- a\n- b\n"))
+
+
+def test_yaml_tags_are_refused(write_topology, minimal_yaml):
+    """A topology is data, not code: no object-building tags."""
+    path = write_topology(minimal_yaml + "description: !!python/object/apply:os.getcwd []\n")
+    assert "not valid YAML" in problems(path)
+
+
+def test_overrides_parse_values_and_paths(write_topology, minimal_yaml):
+    topo = load_topology(write_topology(minimal_yaml), ["devices.count=7", "cloud.max_batch_wait_ms=2.5",
+                                                        "networks.lte.uplink_mbps=3", "strategies=[cloud_only]"])
+    assert topo.device_count == 7 and topo.cloud.max_batch_wait_ms == 2.5
+    assert topo.link_for(topo.devices[0]).uplink_mbps == 3.0
+    assert topo.strategies == ["cloud_only"]
+
+
+def test_group_link_override_merges_over_profile(write_topology, minimal_yaml):
+    topo = load_topology(write_topology(minimal_yaml), ["devices.link.rtt_ms=10"])
+    link = topo.link_for(topo.devices[0])
+    assert link.rtt_ms == 10 and link.uplink_mbps == 5.85
+
+
+def test_override_errors():
+    raw = {"devices": [{"count": 1}, {"count": 2}]}
+    with pytest.raises(ValueError, match="several device groups"):
+        apply_override(raw, "devices.count=3")
+    with pytest.raises(ValueError, match="does not exist"):
+        apply_override(raw, "devices[5].count=3")
+    with pytest.raises(ValueError, match="expected key.path=value"):
+        apply_override(raw, "devices")
+    apply_override(raw, "devices[1].count=9")
+    assert raw["devices"][1]["count"] == 9
+
+
+def test_key_path_parsing():
+    assert parse_key_path("devices[0].arrival.rate_hz") == ["devices", 0, "arrival", "rate_hz"]
+    for bad in ("", "a..b", "a[x]", "a.", "a[0"):
+        with pytest.raises(ValueError):
+            parse_key_path(bad)
+
+
+def test_relative_paths_resolve_against_the_topology_file(tmp_path, write_topology, minimal_yaml):
+    (tmp_path / "imgs").mkdir()
+    topo = load_topology(write_topology(minimal_yaml + "model: {image_dir: imgs}\n"))
+    assert topo.model.image_dir == str((tmp_path / "imgs").resolve())
+
+
+def test_cli_exits_2_before_ray_starts(write_topology, minimal_yaml):
+    path = write_topology(minimal_yaml)
+    proc = subprocess.run([sys.executable, str(ROOT / "run.py"), str(path), "--set", "devices.count=-1"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert f"{path}: devices[0].count: Input should be greater than or equal to 1 (got -1)" in proc.stderr
+    assert "Ray" not in proc.stderr  # nothing was started

@@ -1,0 +1,107 @@
+"""The userspace shaper: its plan (pure) and real bytes on a loopback socket, timed."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+
+import pytest
+
+from testbed.clock import now
+from throttling.shaper import LinkDirection, LinkShaper
+
+
+def test_plan_of_one_message_is_bytes_over_rate_plus_delay():
+    spec = LinkDirection(rate_mbps=8.0, delay_ms=20.0)  # 1 MB/s
+    plan = LinkShaper(spec).plan(100_000, t_start=10.0)
+    assert plan.t_last == pytest.approx(10.0 + 0.100 + 0.020)
+    assert plan.ends[-1] == 100_000 and len(plan.ends) == 67  # 1500-byte packets
+    assert plan.arrivals == sorted(plan.arrivals)
+    assert spec.ideal_ms(100_000) == pytest.approx(120.0)
+
+
+def test_back_to_back_messages_queue_on_the_link_but_propagate_in_parallel():
+    shaper = LinkShaper(LinkDirection(rate_mbps=8.0, delay_ms=50.0))
+    first = shaper.plan(10_000, t_start=0.0)
+    second = shaper.plan(10_000, t_start=0.0)
+    assert first.t_last == pytest.approx(0.010 + 0.050)
+    assert second.t_last == pytest.approx(0.020 + 0.050)  # waits 10 ms for the link, not 60 ms
+    idle = shaper.plan(10_000, t_start=1.0)
+    assert idle.t_last == pytest.approx(1.0 + 0.010 + 0.050)
+
+
+def test_jitter_varies_delay_but_never_reorders():
+    shaper = LinkShaper(LinkDirection(rate_mbps=100.0, delay_ms=30.0, jitter_ms=10.0), seed=1)
+    lasts, delays = [], []
+    for i in range(500):
+        plan = shaper.plan(100, t_start=i * 0.001)
+        lasts.append(plan.t_last)
+        delays.append((plan.t_last - i * 0.001) * 1000)
+    assert lasts == sorted(lasts)
+    assert statistics.pstdev(delays) > 3.0
+
+
+def test_jitter_statistics_on_an_idle_link():
+    shaper = LinkShaper(LinkDirection(rate_mbps=1000.0, delay_ms=40.0, jitter_ms=5.0), seed=2)
+    delays = [(shaper.plan(10, t_start=i * 1.0).t_last - i * 1.0) * 1000 for i in range(2000)]
+    assert statistics.mean(delays) == pytest.approx(40.0, abs=0.5)
+    assert statistics.pstdev(delays) == pytest.approx(5.0, rel=0.1)
+
+
+def test_loss_costs_a_retransmission_delay_per_lost_packet():
+    spec = LinkDirection(rate_mbps=12.0, delay_ms=10.0, loss_pct=10.0, rtx_ms=20.0)
+    shaper = LinkShaper(spec, seed=3)
+    plans = [shaper.plan(15_000, t_start=i * 10.0) for i in range(400)]  # 10 packets each, idle link
+    lost = sum(p.lost_packets for p in plans)
+    assert lost / (400 * 10) == pytest.approx(0.10, abs=0.02)
+    clean = [p for p in plans if p.lost_packets == 0]
+    assert all((p.t_last - p.t_start) * 1000 == pytest.approx(20.0) for p in clean)
+    one = [p for p in plans if p.lost_packets == 1 and p.ends]
+    # 1 ms per packet: the lost packet arrives after its resend (+1 ms on the link), the rtx wait
+    # (20 ms) and the delay (10 ms); in-order delivery holds every later packet behind it.
+    assert one
+    for p in one:
+        assert 2 + 20 + 10 - 1e-6 <= (p.t_last - p.t_start) * 1000 <= 20 + 1 + 20 + 1e-6
+
+
+async def _measure(spec: LinkDirection, nbytes: int, repeats: int = 1) -> list[tuple[float, float]]:
+    """Send over loopback through the shaper; returns (planned, measured at the receiver) in ms."""
+    done: asyncio.Queue[float] = asyncio.Queue()
+
+    async def receiver(reader, writer):
+        for _ in range(repeats):
+            await reader.readexactly(nbytes)
+            done.put_nowait(now())
+        writer.close()
+
+    server = await asyncio.start_server(receiver, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    shaper = LinkShaper(spec)
+    out = []
+    payload = b"x" * nbytes
+    for _ in range(repeats):
+        result = await shaper.send(writer, payload)
+        t_recv = await done.get()
+        out.append(((result.t_planned - result.t_start) * 1000, (t_recv - result.t_start) * 1000))
+        await asyncio.sleep(0.01)
+    writer.close()
+    server.close()
+    await server.wait_closed()
+    return out
+
+
+@pytest.mark.parametrize("nbytes, rate_mbps, delay_ms", [
+    (100_000, 8.0, 20.0),     # 100 KB on 8 Mbit/s: 100 ms + 20 ms
+    (1_000_000, 40.0, 10.0),  # 1 MB on 40 Mbit/s: 200 ms + 10 ms
+    (6_000, 5.85, 35.0),      # a butterfly payload on LTE
+])
+def test_real_bytes_arrive_when_the_link_says(nbytes, rate_mbps, delay_ms):
+    spec = LinkDirection(rate_mbps=rate_mbps, delay_ms=delay_ms)
+    results = asyncio.run(_measure(spec, nbytes, repeats=3))
+    ideal = spec.ideal_ms(nbytes)
+    for planned, measured in results:
+        assert planned == pytest.approx(ideal, rel=1e-6)
+        # timing within 5% or 3 ms, whichever is larger (loop wake-up granularity on a busy host)
+        assert measured == pytest.approx(ideal, abs=max(3.0, 0.05 * ideal))
+        assert measured >= ideal - 0.5  # never early beyond coalescing slack
