@@ -14,6 +14,8 @@ own scheduling places the actors; nothing distributed is hand-made here.
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -34,7 +36,12 @@ def ray_session(address: str | None, num_cpus: float, num_gpus: float) -> Iterat
     else:
         kwargs["address"] = address
     started_here = not ray.is_initialized()
+    previous = signal.getsignal(signal.SIGTERM)
     ctx = ray.init(**kwargs) if started_here else None
+    if threading.current_thread() is threading.main_thread() and previous is not None:
+        # ray.init installs its own SIGTERM handler (exit 1, nothing flushed); keep the caller's,
+        # which turns SIGTERM into KeyboardInterrupt so the run ends as an interrupted one.
+        signal.signal(signal.SIGTERM, previous)
     try:
         yield {"mode": "embedded" if address is None else "cluster",
                "address": ctx.address_info.get("gcs_address") if ctx is not None else None,

@@ -1,0 +1,159 @@
+"""End to end on a local Ray: `run.py` as a user runs it, its files, interruption, loopback binding."""
+
+from __future__ import annotations
+
+import csv
+import ipaddress
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from testbed.metrics import LOAD_COLUMNS, REQUEST_COLUMNS, STATUSES
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+
+def _ray_pids() -> set[int]:
+    out = set()
+    for p in psutil.process_iter(["pid", "cmdline", "name"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if "ray::" in cmd or "raylet" in cmd or "gcs_server" in cmd or "ray/_private" in cmd:
+            out.add(p.info["pid"])
+    return out
+
+
+def _wait_gone(pids: set[int], timeout_s: float = 20.0) -> set[int]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        left = {p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE}
+        if not left:
+            return set()
+        time.sleep(0.5)
+    return left
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("smoke") / "run"
+    before = _ray_pids()
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, str(ROOT / "run.py"), str(ROOT / "topologies/smoke.yaml"),
+                           "--out", str(out), "--set", "duration_s=4", "--set", "warmup_s=1"],
+                          capture_output=True, text=True, timeout=500, cwd=ROOT)
+    return proc, out, time.monotonic() - t0, before
+
+
+def test_run_exits_cleanly_and_prints_the_summary(smoke_run):
+    proc, _, _, before = smoke_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for text in ("butterfly", "cloud_only", "device_only", "cloud_only/butterfly", "time-scaled",
+                 "userspace shaper", "results:"):
+        assert text in proc.stdout
+    assert "phase butterfly (1/3)" in proc.stderr  # progress while it runs
+    assert _wait_gone(_ray_pids() - before) == set()  # nothing of Ray is left running
+
+
+def test_requests_csv_has_one_row_per_request_with_the_breakdown(smoke_run):
+    _, out, _, _ = smoke_run
+    rows = _rows(out / "requests.csv")
+    assert list(rows[0]) == list(REQUEST_COLUMNS)
+    assert {r["status"] for r in rows} <= set(STATUSES)
+    assert {r["strategy"] for r in rows} == {"butterfly", "cloud_only", "device_only"}
+    ids = [int(r["request_id"]) for r in rows]
+    assert len(ids) == len(set(ids))
+    done = [r for r in rows if r["status"] == "completed"]
+    assert len(done) == len(rows), [r["reason"] for r in rows if r["status"] != "completed"]
+    for r in done:
+        if r["strategy"] == "butterfly":
+            assert int(r["bytes_up"]) > 0 and float(r["uplink_ms"]) > 0 and float(r["cloud_ms"]) > 0
+            assert float(r["e2e_ms"]) >= float(r["head_ms"]) + float(r["uplink_ms"])
+        assert float(r["energy_mj"]) > 0
+
+
+def test_summary_json_holds_stats_backends_and_replicas(smoke_run):
+    _, out, _, _ = smoke_run
+    s = json.loads((out / "summary.json").read_text())
+    assert s["status"] == "complete" and s["partial"] is False
+    assert s["topology"]["name"] == "smoke"
+    assert s["host"]["cpu_model"] and s["backends"]["cpu"].startswith("time-scaled")
+    assert "userspace" in s["backends"]["link"]
+    assert s["ray"]["mode"] == "embedded" and s["ray"]["node_ip"] == "127.0.0.1"
+    assert [r["cut"] for r in s["split_catalogue"]][3] == "layer2"
+    for name in ("butterfly", "cloud_only", "device_only"):
+        st = s["strategies"][name]
+        assert st["by_status"]["completed"] == st["requests"] > 0
+        lat = st["latency_ms"]
+        assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"]
+        assert st["throughput_rps"] > 0 and st["energy_mj_mean"] > 0
+    assert s["comparison"]["cloud_only/butterfly"]["bytes_up_mean"] > 1  # features are smaller than JPEGs
+    rep = s["replicas"][0]
+    assert rep["requests"] > 0 and rep["mean_batch_size"] >= 1 and "max_queue_depth" in rep
+    assert s["strategies"]["butterfly"]["bytes_up_mean"] < s["strategies"]["cloud_only"]["bytes_up_mean"]
+
+
+def test_server_load_is_sampled_at_least_once_a_second(smoke_run):
+    _, out, wall_s, _ = smoke_run
+    rows = _rows(out / "server_load.csv")
+    assert list(rows[0]) == list(LOAD_COLUMNS)
+    assert {r["strategy"] for r in rows} >= {"butterfly", "cloud_only"}
+    t = sorted(float(r["t_s"]) for r in rows if r["replica"] == "0")
+    assert max(b - a for a, b in zip(t, t[1:])) <= 1.0
+    assert any(float(r["busy_fraction"]) > 0 for r in rows)
+
+
+def test_interrupted_run_keeps_a_partial_summary_and_leaves_nothing(tmp_path):
+    out = tmp_path / "run"
+    before = _ray_pids()
+    proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), str(ROOT / "topologies/smoke.yaml"),
+                             "--out", str(out), "--set", "duration_s=60"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            if (out / "requests.csv").exists() and len(_rows(out / "requests.csv")) >= 3:
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("the run produced no requests in time")
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr[-2000:]
+    s = json.loads((out / "summary.json").read_text())
+    assert s["status"] == "interrupted" and s["partial"] is True
+    assert s["strategies"]["butterfly"]["requests"] >= 1
+    assert len(_rows(out / "requests.csv")) >= 3
+    assert _wait_gone(_ray_pids() - before) == set()
+
+
+def test_embedded_ray_listens_on_loopback_only():
+    from testbed.ray_runtime import ray_session
+
+    with ray_session(None, num_cpus=1, num_gpus=0) as info:
+        assert info["node_ip"] == "127.0.0.1"
+        mine = {os.getpid()} | {c.pid for c in psutil.Process().children(recursive=True)}
+        listening = [c for c in psutil.net_connections(kind="inet")
+                     if c.status == psutil.CONN_LISTEN and c.pid in mine]
+        assert listening
+        assert all(_is_loopback(c.laddr.ip) for c in listening), listening
+
+
+def _is_loopback(ip: str) -> bool:
+    addr = ipaddress.ip_address(ip)
+    mapped = getattr(addr, "ipv4_mapped", None)  # ::ffff:127.0.0.1 is loopback too
+    return (mapped or addr).is_loopback

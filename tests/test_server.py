@@ -1,0 +1,165 @@
+"""Device pool and cloud server together over real loopback TCP, in one process (no Ray)."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+
+import pytest
+
+from actors.cloud_server import CloudServer
+from actors.device_pool import DevicePool
+from testbed.config import load_topology
+from testbed.metrics import REQUEST_COLUMNS
+from testbed.wire import encode_frame, read_frame
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def _topology(write_topology, minimal_yaml, *overrides):
+    base = ["duration_s=1.5", "warmup_s=0", "strategies=[butterfly, cloud_only, device_only]",
+            "devices.arrival.rate_hz=2", "devices.count=2", "cloud.max_batch_wait_ms=2",
+            "networks.lte.jitter_ms=0"]
+    return load_topology(write_topology(minimal_yaml), base + list(overrides))
+
+
+async def _start(topo):
+    js = topo.model_dump_json()
+    cloud = CloudServer(0, js)
+    addr = await cloud.start("127.0.0.1")
+    pool = DevicePool(0, js, list(range(topo.device_count)))
+    await pool.prepare()
+    await pool.connect([addr])
+    return cloud, pool, addr
+
+
+def test_every_strategy_completes_with_real_bytes(write_topology, minimal_yaml):
+    topo = _topology(write_topology, minimal_yaml)
+
+    async def go():
+        cloud, pool, _ = await _start(topo)
+        out = {}
+        for i, s in enumerate(topo.strategies):
+            await pool.run_phase(s, i)
+            out[s] = pool.drain()
+        stats = cloud.stats()
+        await pool.stop()
+        await cloud.stop()
+        return out, stats
+
+    out, stats = asyncio.run(go())
+    for strategy, recs in out.items():
+        assert recs, strategy
+        assert all(set(r) == set(REQUEST_COLUMNS) for r in recs)
+        assert {r["status"] for r in recs} == {"completed"}, [r["reason"] for r in recs]
+    for r in out["butterfly"]:
+        # 8x28x28 int8 + zstd + header: a few KB, far below the 1.6 MB float32 map at layer2
+        assert 1_000 < r["bytes_up"] < 8 * 28 * 28 + 1_000
+        ideal_up = 35 + r["bytes_up"] * 8 / 5850  # LTE: half the 70 ms RTT + bytes at 5.85 Mbit/s
+        assert r["uplink_ms"] == pytest.approx(ideal_up, abs=3)
+        assert r["downlink_ms"] == pytest.approx(35 + r["bytes_down"] * 8 / 13000, abs=3)
+        assert r["head_ms"] > 0
+        assert r["e2e_ms"] >= r["head_ms"] + r["uplink_ms"] + r["server_ms"]
+        assert r["energy_mj"] == pytest.approx(r["energy_compute_mj"] + r["energy_radio_mj"], abs=1e-3)
+    for r in out["cloud_only"]:
+        assert r["bytes_up"] > 5_000 and r["head_ms"] == 0  # a real JPEG goes up
+    for r in out["device_only"]:
+        assert r["bytes_up"] == 0 and r["uplink_ms"] is None and r["energy_radio_mj"] == 0
+    assert stats["completed"] == len(out["butterfly"]) + len(out["cloud_only"])
+
+
+def test_head_time_is_stretched_to_the_device_speed(write_topology, minimal_yaml):
+    topo = _topology(write_topology, minimal_yaml, "strategies=[device_only]", "device_classes.phone.speed=0.25")
+
+    async def go():
+        pool = DevicePool(0, topo.model_dump_json(), [0, 1])
+        await pool.prepare()
+        await pool.connect([])
+        await pool.run_phase("device_only", 0)
+        recs = pool.drain()
+        await pool.stop()
+        return pool.calibration["device_only"], recs
+
+    host_ms, recs = asyncio.run(go())
+    for r in recs:
+        assert r["head_ms"] >= 4 * host_ms - 1e-6
+        assert r["e2e_ms"] >= r["head_ms"]
+
+
+def test_full_queue_rejects_with_a_reason_and_nothing_vanishes(write_topology, minimal_yaml):
+    topo = _topology(write_topology, minimal_yaml, "strategies=[cloud_only]", "cloud.queue_limit=1",
+                     "cloud.max_batch_size=1", "devices.count=6", "devices.arrival.rate_hz=10",
+                     "networks.lte.uplink_mbps=1000", "networks.lte.rtt_ms=0")
+
+    async def go():
+        cloud, pool, _ = await _start(topo)
+        await pool.run_phase("cloud_only", 0)
+        recs = pool.drain()
+        stats = cloud.stats()
+        await pool.stop()
+        await cloud.stop()
+        return recs, stats
+
+    recs, stats = asyncio.run(go())
+    failed = [r for r in recs if r["status"] == "failed"]
+    assert failed and all(r["reason"] == "queue_full (limit 1)" for r in failed)
+    assert stats["rejected"] == len(failed)
+    assert len(recs) == stats["requests"]  # every request sent ended as one record
+
+
+def test_request_timeout_is_recorded(write_topology, minimal_yaml):
+    topo = _topology(write_topology, minimal_yaml, "strategies=[butterfly]", "request_timeout_s=0.2",
+                     "devices.count=1", "duration_s=0.6")
+
+    async def go():
+        cloud, pool, _ = await _start(topo)
+        cloud._cloud_part = _Slow(cloud._cloud_part)
+        await pool.run_phase("butterfly", 0)
+        recs = pool.drain()
+        await pool.stop()
+        await cloud.stop()
+        return recs
+
+    recs = asyncio.run(go())
+    assert recs and all(r["status"] == "timed_out" for r in recs)
+    assert all("request_timeout_s=0.2" in r["reason"] for r in recs)
+
+
+class _Slow:
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __call__(self, x):
+        import time
+
+        time.sleep(0.5)
+        return self.inner(x)
+
+
+@pytest.mark.parametrize("garbage", [
+    b"GET / HTTP/1.1\r\n\r\n",
+    b"SPB1" + struct.pack("!II", 10, 0) + b"{",  # truncated
+    b"SPB1" + struct.pack("!II", 2, 2**31) + b"{}",  # oversized
+    encode_frame({"type": "infer", "id": 1, "kind": "butterfly"}),  # infer before hello
+])
+def test_malformed_frames_close_that_connection_only(write_topology, minimal_yaml, garbage):
+    topo = _topology(write_topology, minimal_yaml, "strategies=[butterfly]", "devices.count=1")
+
+    async def go():
+        cloud, pool, addr = await _start(topo)
+        reader, writer = await asyncio.open_connection(addr["host"], addr["port"])
+        writer.write(garbage)
+        await writer.drain()
+        writer.write_eof()
+        with pytest.raises((EOFError, ConnectionError)):
+            await asyncio.wait_for(read_frame(reader), 5)
+        await pool.run_phase("butterfly", 0)  # others are still served
+        recs = pool.drain()
+        stats = cloud.stats()
+        await pool.stop()
+        await cloud.stop()
+        return recs, stats
+
+    recs, stats = asyncio.run(go())
+    assert recs and all(r["status"] == "completed" for r in recs)
+    assert stats["bad_frames"] == 1
