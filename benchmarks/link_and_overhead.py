@@ -1,0 +1,212 @@
+#!/usr/bin/env python3
+"""Link emulation error and the testbed's per-request overhead, measured side by side.
+
+    python benchmarks/link_and_overhead.py [--repeats N]
+
+1. Link error: real bytes through the userspace shaper over loopback; the time
+   the receiver sees the last byte, against bytes/rate + delay. Single links of
+   several sizes, then 100 links sending at once (one pool's worth of devices).
+2. Per-request overhead: one request through the testbed's own path (codec,
+   framing, uplink shaper bookkeeping, cloud ingress, batcher, executor hop,
+   downlink shaper, response matching) with no model and no emulated delay,
+   next to a raw asyncio TCP round trip of the same bytes and a plain Ray actor
+   call measured in the same run. Overhead = testbed round trip - raw TCP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from actors.cloud_server import CloudServer, Job, Outcome  # noqa: E402
+from actors.device_pool import Connection  # noqa: E402
+from testbed import codec  # noqa: E402
+from testbed.clock import now  # noqa: E402
+from testbed.config import load_topology  # noqa: E402
+from testbed.metrics import percentile  # noqa: E402
+from testbed.wire import encode_frame, read_frame  # noqa: E402
+from throttling.shaper import LinkDirection, LinkShaper  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+LINK_CASES = [  # (label, bytes, rate Mbit/s, one-way delay ms)
+    ("butterfly payload on LTE", 6_000, 5.85, 35.0),
+    ("cloud-only JPEG on LTE", 16_000, 5.85, 35.0),
+    ("100 KB on 8 Mbit/s", 100_000, 8.0, 20.0),
+    ("1 MB on 40 Mbit/s", 1_000_000, 40.0, 10.0),
+]
+FAST = LinkDirection(rate_mbps=100_000.0, delay_ms=0.0)  # bookkeeping only, no emulated time
+
+
+# ------------------------------------------------------------------ link error
+async def _sink_server() -> tuple[asyncio.base_events.Server, int, dict[int, asyncio.Queue[float]]]:
+    queues: dict[int, asyncio.Queue[float]] = {}
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        key = int.from_bytes(await reader.readexactly(4), "big")
+        q = queues.setdefault(key, asyncio.Queue())
+        try:
+            while True:
+                header, _, _ = await read_frame(reader)
+                q.put_nowait(now())
+        except (EOFError, ConnectionError, asyncio.CancelledError):
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1], queues
+
+
+async def _link_errors(nbytes: int, spec: LinkDirection, links: int, repeats: int) -> list[float]:
+    """Relative error (%) of receiver-side time against bytes/rate + delay, per message."""
+    server, port, queues = await _sink_server()
+    frame = encode_frame({"pad": 0}, b"\0" * (nbytes - len(encode_frame({"pad": 0}))))
+    ideal = spec.ideal_ms(len(frame))
+
+    async def one_link(i: int) -> list[float]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(i.to_bytes(4, "big"))
+        await writer.drain()
+        while i not in queues:
+            await asyncio.sleep(0.001)
+        shaper, errors = LinkShaper(spec), []
+        await asyncio.sleep(0.2 * i / max(1, links))  # spread the starts as arrivals would be
+        for _ in range(repeats):
+            sent = await shaper.send(writer, frame)
+            t_recv = await queues[i].get()
+            errors.append(100 * ((t_recv - sent.t_start) * 1000 - ideal) / ideal)
+            await asyncio.sleep(0.05)
+        writer.close()
+        return errors
+
+    results = await asyncio.gather(*(one_link(i) for i in range(links)))
+    server.close()
+    return [e for r in results for e in r]
+
+
+# ------------------------------------------------------------------ overhead
+class NoModelServer(CloudServer):
+    """The real ingress, batcher and reply path, with the model replaced by a decode."""
+
+    def _build(self) -> dict[str, Any]:
+        return {"device": "cpu", "device_name": "no model", "torch_threads": 0, "split_catalogue": []}
+
+    def _compute(self, kind: str, jobs: list[Job]) -> list[Outcome]:
+        t0 = now()
+        for j in jobs:
+            codec.decode_tensor(j.header["codec"], j.payload)
+        return [Outcome(0, t0, (now() - t0) * 1000, len(jobs)) for _ in jobs]
+
+
+async def _testbed_rtts(n: int) -> list[float]:
+    topo = load_topology(ROOT / "topologies/smoke.yaml", ["cloud.max_batch_wait_ms=0", "cloud.max_batch_size=1"])
+    server = NoModelServer(0, topo.model_dump_json())
+    addr = await server.start("127.0.0.1")
+    reader, writer = await asyncio.open_connection(addr["host"], addr["port"])
+    hello = {"type": "hello", "seed": 0, "downlink": {"rate_mbps": FAST.rate_mbps, "delay_ms": 0.0}}
+    writer.write(encode_frame(hello))
+    conn = Connection(reader, writer, LinkShaper(FAST))
+    feature = np.maximum(np.random.default_rng(0).normal(0.5, 1, (8, 28, 28)), 0).astype(np.float32)
+    loop = asyncio.get_running_loop()
+    rtts = []
+    for rid in range(n):
+        t0 = now()
+        meta, payload = codec.encode_tensor(feature, "int8", 3)
+        fut = loop.create_future()
+        conn.pending[rid] = fut
+        await conn.uplink.send(writer, encode_frame({"type": "infer", "id": rid, "kind": "butterfly",
+                                                     "codec": meta}, payload))
+        await fut
+        rtts.append((now() - t0) * 1000)
+    conn.close()
+    await server.stop()
+    return rtts[n // 10:]
+
+
+async def _raw_tcp_rtts(n: int, nbytes: int) -> list[float]:
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                data = await reader.readexactly(nbytes)
+                writer.write(data[:180])  # a reply of the size the cloud sends
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            writer.close()
+
+    server = await asyncio.start_server(echo, "127.0.0.1", 0)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
+    payload = os.urandom(nbytes)
+    rtts = []
+    for _ in range(n):
+        t0 = now()
+        writer.write(payload)
+        await writer.drain()
+        await reader.readexactly(180)
+        rtts.append((now() - t0) * 1000)
+    writer.close()
+    server.close()
+    return rtts[n // 10:]
+
+
+def _ray_rtts(n: int) -> list[float]:
+    from testbed.ray_runtime import ray_session
+
+    with ray_session(None, num_cpus=1, num_gpus=0):
+        import ray
+
+        @ray.remote
+        class Echo:
+            def ping(self, x: bytes) -> int:
+                return len(x)
+
+        actor = Echo.remote()
+        payload = os.urandom(4000)
+        ray.get(actor.ping.remote(payload))
+        rtts = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            ray.get(actor.ping.remote(payload))
+            rtts.append((time.perf_counter() - t0) * 1000)
+        return rtts[n // 10:]
+
+
+# ------------------------------------------------------------------ report
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--repeats", type=int, default=10, help="messages per link (default 10)")
+    ap.add_argument("--requests", type=int, default=2000, help="round trips per overhead measurement")
+    args = ap.parse_args()
+
+    print("== link emulation error: receiver-side time vs bytes/rate + delay (userspace shaper, loopback)")
+    print(f"{'case':<28}{'links':>6}{'ideal ms':>10}{'median err %':>14}{'p95 |err| %':>13}")
+    for label, nbytes, rate, delay in LINK_CASES:
+        spec = LinkDirection(rate_mbps=rate, delay_ms=delay)
+        for links in (1, 100) if nbytes <= 16_000 else (1,):
+            errs = asyncio.run(_link_errors(nbytes, spec, links, args.repeats))
+            print(f"{label:<28}{links:>6}{spec.ideal_ms(nbytes):>10.1f}{statistics.median(errs):>14.2f}"
+                  f"{percentile([abs(e) for e in errs], 95):>13.2f}")
+
+    print("\n== per-request round trip on loopback (median ms, after 10% warm-up)")
+    tb = statistics.median(asyncio.run(_testbed_rtts(args.requests)))
+    raw = statistics.median(asyncio.run(_raw_tcp_rtts(args.requests, 3800)))
+    ray_rtt = statistics.median(_ray_rtts(max(200, args.requests // 4)))
+    overhead = tb - raw
+    print(f"{'raw asyncio TCP round trip (3.8 KB up, 180 B down)':<58}{raw:>8.3f}")
+    print(f"{'testbed request, no model, no emulated delay':<58}{tb:>8.3f}")
+    print(f"{'plain Ray actor call (4 KB argument)':<58}{ray_rtt:>8.3f}")
+    print(f"{'testbed overhead per request (testbed - raw TCP)':<58}{overhead:>8.3f}")
+    print(f"ratios: testbed/raw TCP x{tb / raw:.2f}; overhead/Ray call x{overhead / ray_rtt:.2f}; "
+          f"testbed/Ray call x{tb / ray_rtt:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
