@@ -13,6 +13,7 @@ on this server's clock and sent back in the response header.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import threading
@@ -52,24 +53,30 @@ class Outcome:
 
 
 @dataclass
-class LoadCounters:
+class Counters:
+    """Work done by a replica, over the whole run (ServerStats) or one sampling window."""
+
     busy_s: float = 0.0
     completed: int = 0
     rejected: int = 0
     batch_items: int = 0
     batches: int = 0
-    bad_frames: int = 0
+
+    def add_batch(self, n: int, busy_s: float) -> None:
+        self.batches += 1
+        self.batch_items += n
+        self.completed += n
+        self.busy_s += busy_s
+
+    @property
+    def mean_batch_size(self) -> float:
+        return self.batch_items / self.batches if self.batches else 0.0
 
 
 @dataclass
-class ServerStats:
+class ServerStats(Counters):
     requests: int = 0
-    completed: int = 0
-    rejected: int = 0
     bad_frames: int = 0
-    batches: int = 0
-    batch_items: int = 0
-    busy_s: float = 0.0
     max_queue_depth: int = 0
     batch_histogram: dict[int, int] = field(default_factory=dict)
 
@@ -81,7 +88,7 @@ class CloudServer:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"cloud{replica}")
         self._batchers: dict[str, DynamicBatcher[Job, Outcome]] = {}
         self._in_flight = 0
-        self._window = LoadCounters()
+        self._window = Counters()
         self._counters_lock = threading.Lock()  # the executor thread updates, the loop samples
         self._stats = ServerStats()
         self._load_rows: list[dict[str, Any]] = []
@@ -101,8 +108,7 @@ class CloudServer:
         cloud = self.topo.cloud
         for kind in KINDS:
             self._batchers[kind] = DynamicBatcher(
-                lambda jobs, k=kind: self._run_batch(k, jobs),
-                cloud.max_batch_size, cloud.max_batch_wait_ms / 1000.0)
+                functools.partial(self._run_batch, kind), cloud.max_batch_size, cloud.max_batch_wait_ms / 1000.0)
         self._server = await asyncio.start_server(self._serve, host, 0, limit=2**20)
         port = self._server.sockets[0].getsockname()[1]
         self._spawn(self._sample_load())
@@ -227,16 +233,9 @@ class CloudServer:
         return [Outcome(int(c), t0, (t1 - t0) * 1000, n) for c in top1]
 
     def _count_batch(self, n: int, busy_s: float) -> None:
-        self._stats.batches += 1
-        self._stats.batch_items += n
-        self._stats.busy_s += busy_s
-        self._stats.completed += n
+        self._stats.add_batch(n, busy_s)
         self._stats.batch_histogram[n] = self._stats.batch_histogram.get(n, 0) + 1
-        w = self._window
-        w.busy_s += busy_s
-        w.completed += n
-        w.batches += 1
-        w.batch_items += n
+        self._window.add_batch(n, busy_s)
 
     # ------------------------------------------------------------ load reports
     async def _sample_load(self) -> None:
@@ -246,14 +245,14 @@ class CloudServer:
             await asyncio.sleep(LOAD_SAMPLE_S)
             t = now()
             with self._counters_lock:
-                w, self._window = self._window, LoadCounters()
+                w, self._window = self._window, Counters()
             dt = t - t_prev
             t_prev = t
             self._load_rows.append({
                 "replica": self.replica, "t_s": round(t - t_start, 3),
                 "queue_depth": sum(b.queued for b in self._batchers.values()),
                 "in_flight": self._in_flight,
-                "batch_size": round(w.batch_items / w.batches, 3) if w.batches else 0,
+                "batch_size": round(w.mean_batch_size, 3),
                 "busy_fraction": round(min(1.0, w.busy_s / dt), 4),
                 "completed_per_s": round(w.completed / dt, 3),
                 "rejected": w.rejected,
@@ -268,7 +267,7 @@ class CloudServer:
         return {
             "replica": self.replica, "device": self.device, "requests": s.requests,
             "completed": s.completed, "rejected": s.rejected, "bad_frames": s.bad_frames,
-            "batches": s.batches, "mean_batch_size": s.batch_items / s.batches if s.batches else 0.0,
+            "batches": s.batches, "mean_batch_size": s.mean_batch_size,
             "busy_s": s.busy_s, "max_queue_depth": s.max_queue_depth,
             "batch_histogram": {str(k): v for k, v in sorted(s.batch_histogram.items())},
         }

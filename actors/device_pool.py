@@ -49,7 +49,7 @@ class Connection:
         try:
             while True:
                 header, _, nbytes = await read_frame(self.reader)
-                fut = self.pending.pop(header.get("id"), None)
+                fut = self.pending.pop(int(header.get("id", -1)), None)
                 if fut is not None and not fut.done():
                     fut.set_result((header, nbytes, now()))
         except (EOFError, ConnectionError, ProtocolError, asyncio.IncompleteReadError) as e:
@@ -147,7 +147,7 @@ class DevicePool:
         return Connection(reader, writer, LinkShaper(spec.uplink(), seed=10_000 + spec.device_id))
 
     # ------------------------------------------------------------ phases
-    async def run_phase(self, strategy: str, phase_index: int) -> dict[str, int]:
+    async def run_phase(self, strategy: str, phase_index: int) -> dict[str, float]:
         """Generate every device's frames for warm-up + duration, then wait for the last answers."""
         t0 = now()
         horizon = self.topo.warmup_s + self.topo.duration_s
@@ -195,6 +195,8 @@ class DevicePool:
         if strategy == "device_only":
             rec["top1"] = header["top1"]
             return
+        if now() >= deadline:  # queued too long on the device: do not send a frame nobody awaits
+            raise asyncio.TimeoutError
         conn = dev.conn
         assert conn is not None
         rid = rec["request_id"]

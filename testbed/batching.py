@@ -69,7 +69,7 @@ class DynamicBatcher(Generic[T, R]):
                     if not fut.done():
                         fut.set_exception(e)
                 continue
-            for (_, fut, _), res in zip(batch, results):
+            for (_, fut, _), res in zip(batch, results, strict=True):
                 if not fut.done():
                     fut.set_result(res)
 

@@ -83,7 +83,7 @@ def _print_catalogue(topo: Topology) -> int:
     rows = split_catalogue(build_backbone(topo.model.weights, topo.model.seed), topo.model.input_size)
     print(f"{'cut':<12}{'output shape':<20}{'float32 bytes':>14}")
     for r in rows:
-        print(f"{r['cut']:<12}{'x'.join(map(str, r['shape'])):<20}{r['float32_bytes']:>14,}")
+        print(f"{r['cut']:<12}{'x'.join(str(d) for d in r['shape']):<20}{r['float32_bytes']:>14,}")
     return 0
 
 

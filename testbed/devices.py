@@ -39,7 +39,7 @@ def _direction(link: LinkParams, rate_mbps: float) -> LinkDirection:
 
 
 def device_table(topo: Topology) -> list[DeviceSpec]:
-    out = []
+    out: list[DeviceSpec] = []
     for gi, g in enumerate(topo.devices):
         net = topo.networks[g.network]
         dc = topo.device_classes[g.device_class]
@@ -55,7 +55,8 @@ def pool_slices(n_devices: int, per_pool: int) -> list[range]:
     """Device ids of each pool, as even as possible with at most per_pool each."""
     pools = max(1, -(-n_devices // per_pool))
     base, extra = divmod(n_devices, pools)
-    out, start = [], 0
+    out: list[range] = []
+    start = 0
     for i in range(pools):
         size = base + (1 if i < extra else 0)
         out.append(range(start, start + size))

@@ -61,13 +61,13 @@ class Actors:
 
         self.ray = ray
         js = topo.model_dump_json()
-        cloud_cls = ray.remote(CloudServer)
-        pool_cls = ray.remote(DevicePool)
+        cloud_cls: Any = ray.remote(CloudServer)
+        pool_cls: Any = ray.remote(DevicePool)
         c, p = topo.cloud, topo.pools
-        self.clouds = [cloud_cls.options(num_cpus=c.num_cpus, num_gpus=c.num_gpus,
+        self.clouds: list[Any] = [cloud_cls.options(num_cpus=c.num_cpus, num_gpus=c.num_gpus,
                                          max_concurrency=10_000).remote(i, js)
                        for i in range(c.replicas)]
-        self.pools = [pool_cls.options(num_cpus=p.num_cpus, max_concurrency=10_000).remote(i, js, list(ids))
+        self.pools: list[Any] = [pool_cls.options(num_cpus=p.num_cpus, max_concurrency=10_000).remote(i, js, list(ids))
                       for i, ids in enumerate(pool_slices(topo.device_count, p.devices_per_pool))]
 
     def start(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -174,7 +174,7 @@ def _gpus_needed(topo: Topology) -> float:
 
 def build_summary(state: RunState) -> dict[str, Any]:
     topo = state.topo
-    windows = {s: topo.duration_s for s in topo.strategies if s in state.phases_done}
+    windows: dict[str, float] = {s: topo.duration_s for s in topo.strategies if s in state.phases_done}
     if state.phase in topo.strategies and state.phase not in windows:
         windows[state.phase] = topo.duration_s  # the phase under way (partial)
     per_strategy = summarize_strategies(state.records, windows)

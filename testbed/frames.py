@@ -42,8 +42,8 @@ def make_frames(image_dir: str | None, size: int, count: int, seed: int) -> list
         w, h = img.size
         side = int(min(w, h) * rng.uniform(0.5, 1.0))
         x0, y0 = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
-        crop = img.crop((x0, y0, x0 + side, y0 + side)).resize((size, size), Image.BILINEAR)
+        crop = img.crop((x0, y0, x0 + side, y0 + side)).resize((size, size), Image.Resampling.BILINEAR)
         if rng.random() < 0.5:
-            crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
+            crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         frames.append(np.asarray(crop, dtype=np.uint8))
     return frames

@@ -55,6 +55,7 @@ def strategy_stats(records: Iterable[dict[str, Any]], window_s: float) -> dict[s
     recs = list(records)
     done = [r for r in recs if r["status"] == "completed"]
     e2e = [float(r["e2e_ms"]) for r in done]
+    link_errors = [float(r["uplink_error_ms"]) for r in done if r["uplink_error_ms"] is not None]
     reasons = Counter(r["reason"] for r in recs if r["status"] != "completed")
 
     def mean_of(key: str) -> float:
@@ -76,10 +77,7 @@ def strategy_stats(records: Iterable[dict[str, Any]], window_s: float) -> dict[s
         "energy_radio_mj_mean": mean_of("energy_radio_mj"),
         "bytes_up_mean": mean_of("bytes_up"),
         "bytes_down_mean": mean_of("bytes_down"),
-        "uplink_error_ms": {
-            "p50": percentile([float(r["uplink_error_ms"]) for r in done if r["uplink_error_ms"] is not None], 50),
-            "p95": percentile([float(r["uplink_error_ms"]) for r in done if r["uplink_error_ms"] is not None], 95),
-        },
+        "uplink_error_ms": {"p50": percentile(link_errors, 50), "p95": percentile(link_errors, 95)},
     }
 
 

@@ -12,6 +12,7 @@ real; accuracy needs trained weights, see the butterfly training issue).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -31,7 +32,7 @@ def build_backbone(weights: str | None, seed: int) -> nn.Module:
     return net.eval()
 
 
-def stages(net: nn.Module) -> list[tuple[str, nn.Module]]:
+def stages(net: Any) -> list[tuple[str, nn.Module]]:
     """The backbone as an ordered list of named stages; a cut follows one of them."""
     return [
         ("stem", nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)),
@@ -90,7 +91,7 @@ def _out_shape(module: nn.Module, input_size: int) -> tuple[int, ...]:
 
 
 @torch.no_grad()
-def split_catalogue(net: nn.Module, input_size: int = 224) -> list[dict[str, object]]:
+def split_catalogue(net: nn.Module, input_size: int = 224) -> list[dict[str, Any]]:
     """Every candidate cut of the backbone with its output shape and float32 bytes.
 
     Computed by running a tensor through the model, not typed in.

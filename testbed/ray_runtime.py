@@ -44,7 +44,7 @@ def ray_session(address: str | None, num_cpus: float, num_gpus: float) -> Iterat
         signal.signal(signal.SIGTERM, previous)
     try:
         yield {"mode": "embedded" if address is None else "cluster",
-               "address": ctx.address_info.get("gcs_address") if ctx is not None else None,
+               "address": getattr(ctx, "address_info", {}).get("gcs_address") if ctx is not None else None,
                "node_ip": ray.util.get_node_ip_address(),
                "ray_version": ray.__version__,
                "cluster_resources": ray.cluster_resources()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
+from itertools import pairwise
 
 import pytest
 
@@ -96,7 +97,7 @@ def test_periodic_arrivals_are_evenly_spaced_with_a_phase():
     it = arrivals(Arrival(process="periodic", rate_hz=4.0, seed=1), device_id=3)
     ts = [next(it) for _ in range(5)]
     assert 0 <= ts[0] < 0.25
-    assert all(b - a == pytest.approx(0.25) for a, b in zip(ts, ts[1:]))
+    assert all(b - a == pytest.approx(0.25) for a, b in pairwise(ts))
     other = arrivals(Arrival(process="periodic", rate_hz=4.0, seed=1), device_id=4)
     assert next(other) != ts[0]  # devices do not fire in step
 
@@ -104,7 +105,7 @@ def test_periodic_arrivals_are_evenly_spaced_with_a_phase():
 def test_poisson_arrivals_have_the_configured_mean_rate():
     it = arrivals(Arrival(process="poisson", rate_hz=2.0, seed=5), device_id=0)
     ts = [next(it) for _ in range(4000)]
-    gaps = [b - a for a, b in zip(ts, ts[1:])]
+    gaps = [b - a for a, b in pairwise(ts)]
     assert statistics.mean(gaps) == pytest.approx(0.5, rel=0.05)
     assert statistics.stdev(gaps) == pytest.approx(0.5, rel=0.1)  # exponential: sd = mean
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from testbed.config import ConfigError, apply_override, load_topology, parse_key_path
 
@@ -25,8 +26,8 @@ def test_minimal_topology_loads_with_profiles(write_topology, minimal_yaml):
     link = topo.link_for(topo.devices[0])
     assert link.uplink_mbps == 5.85 and link.rtt_ms == 70.0
     assert topo.networks["lte"].radio.beta_mw == 1288.04
-    with pytest.raises(Exception):
-        topo.duration_s = 5  # frozen
+    with pytest.raises(ValidationError, match="frozen"):
+        topo.duration_s = 5
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "topologies").glob("*.yaml")), ids=lambda p: p.name)
@@ -60,7 +61,8 @@ def test_each_field_rule_names_path_value_and_allowed(write_topology, minimal_ya
 
 @pytest.mark.parametrize("override, key, says", [
     ("devices.network=5g", "devices[0].network", "unknown network; allowed: 3g, lte, wifi"),
-    ("devices.device_class=toaster", "devices[0].device_class", "unknown device class; allowed: host, jetson_tx2, phone, raspberry_pi4"),
+    ("devices.device_class=toaster", "devices[0].device_class",
+     "unknown device class; allowed: host, jetson_tx2, phone, raspberry_pi4"),
     ("strategies=[butterfly, butterfly]", "strategies", "each strategy may appear once"),
     ("model.butterfly_channels=512", "model.butterfly_channels", "must be below the 512 channels at split layer2"),
     ("model.weights=missing.pt", "model.weights", "no such file or folder"),

@@ -33,6 +33,19 @@ async def _start(topo):
     return cloud, pool, addr
 
 
+async def _one_phase(topo, strategy, before=None):
+    """Start a cloud and a pool, run one phase, stop both; returns (records, cloud stats)."""
+    cloud, pool, addr = await _start(topo)
+    try:
+        if before is not None:
+            await before(cloud, addr)
+        await pool.run_phase(strategy, 0)
+        return pool.drain(), cloud.stats()
+    finally:
+        await pool.stop()
+        await cloud.stop()
+
+
 def test_every_strategy_completes_with_real_bytes(write_topology, minimal_yaml):
     topo = _topology(write_topology, minimal_yaml)
 
@@ -55,9 +68,12 @@ def test_every_strategy_completes_with_real_bytes(write_topology, minimal_yaml):
     for r in out["butterfly"]:
         # 8x28x28 int8 + zstd + header: a few KB, far below the 1.6 MB float32 map at layer2
         assert 1_000 < r["bytes_up"] < 8 * 28 * 28 + 1_000
-        ideal_up = 35 + r["bytes_up"] * 8 / 5850  # LTE: half the 70 ms RTT + bytes at 5.85 Mbit/s
-        assert r["uplink_ms"] == pytest.approx(ideal_up, abs=3)
-        assert r["downlink_ms"] == pytest.approx(35 + r["bytes_down"] * 8 / 13000, abs=3)
+        # LTE: half the 70 ms RTT each way + bytes at 5.85 (up) / 13 (down) Mbit/s. Never early; late by
+        # at most a few ms of event-loop lag (both ends and two model threads share this process here).
+        ideal_up = 35 + r["bytes_up"] * 8 / 5850
+        ideal_down = 35 + r["bytes_down"] * 8 / 13000
+        assert ideal_up - 0.5 <= r["uplink_ms"] <= ideal_up + 10
+        assert ideal_down - 1.0 <= r["downlink_ms"] <= ideal_down + 10
         assert r["head_ms"] > 0
         assert r["e2e_ms"] >= r["head_ms"] + r["uplink_ms"] + r["server_ms"]
         assert r["energy_mj"] == pytest.approx(r["energy_compute_mj"] + r["energy_radio_mj"], abs=1e-3)
@@ -82,7 +98,7 @@ def test_head_time_is_stretched_to_the_device_speed(write_topology, minimal_yaml
 
     host_ms, recs = asyncio.run(go())
     for r in recs:
-        assert r["head_ms"] >= 4 * host_ms - 1e-6
+        assert r["head_ms"] >= 4 * host_ms - 1e-3  # records keep 3 decimals
         assert r["e2e_ms"] >= r["head_ms"]
 
 
@@ -91,16 +107,7 @@ def test_full_queue_rejects_with_a_reason_and_nothing_vanishes(write_topology, m
                      "cloud.max_batch_size=1", "devices.count=6", "devices.arrival.rate_hz=10",
                      "networks.lte.uplink_mbps=1000", "networks.lte.rtt_ms=0")
 
-    async def go():
-        cloud, pool, _ = await _start(topo)
-        await pool.run_phase("cloud_only", 0)
-        recs = pool.drain()
-        stats = cloud.stats()
-        await pool.stop()
-        await cloud.stop()
-        return recs, stats
-
-    recs, stats = asyncio.run(go())
+    recs, stats = asyncio.run(_one_phase(topo, "cloud_only"))
     failed = [r for r in recs if r["status"] == "failed"]
     assert failed and all(r["reason"] == "queue_full (limit 1)" for r in failed)
     assert stats["rejected"] == len(failed)
@@ -111,16 +118,10 @@ def test_request_timeout_is_recorded(write_topology, minimal_yaml):
     topo = _topology(write_topology, minimal_yaml, "strategies=[butterfly]", "request_timeout_s=0.2",
                      "devices.count=1", "duration_s=0.6")
 
-    async def go():
-        cloud, pool, _ = await _start(topo)
+    async def slow_model(cloud, _):
         cloud._cloud_part = _Slow(cloud._cloud_part)
-        await pool.run_phase("butterfly", 0)
-        recs = pool.drain()
-        await pool.stop()
-        await cloud.stop()
-        return recs
 
-    recs = asyncio.run(go())
+    recs, _ = asyncio.run(_one_phase(topo, "butterfly", slow_model))
     assert recs and all(r["status"] == "timed_out" for r in recs)
     assert all("request_timeout_s=0.2" in r["reason"] for r in recs)
 
@@ -145,21 +146,14 @@ class _Slow:
 def test_malformed_frames_close_that_connection_only(write_topology, minimal_yaml, garbage):
     topo = _topology(write_topology, minimal_yaml, "strategies=[butterfly]", "devices.count=1")
 
-    async def go():
-        cloud, pool, addr = await _start(topo)
+    async def send_garbage(_, addr):
         reader, writer = await asyncio.open_connection(addr["host"], addr["port"])
         writer.write(garbage)
         await writer.drain()
         writer.write_eof()
-        with pytest.raises((EOFError, ConnectionError)):
+        with pytest.raises((EOFError, ConnectionError)):  # the server closes this connection
             await asyncio.wait_for(read_frame(reader), 5)
-        await pool.run_phase("butterfly", 0)  # others are still served
-        recs = pool.drain()
-        stats = cloud.stats()
-        await pool.stop()
-        await cloud.stop()
-        return recs, stats
 
-    recs, stats = asyncio.run(go())
+    recs, stats = asyncio.run(_one_phase(topo, "butterfly", send_garbage))  # the others are still served
     assert recs and all(r["status"] == "completed" for r in recs)
     assert stats["bad_frames"] == 1

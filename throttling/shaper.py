@@ -1,8 +1,8 @@
 """Userspace link shaper: one direction of one device's link, applied to real bytes.
 
 The link is a FIFO pipe. A message is cut into MTU-sized packets; each packet
-is serialized at the link rate after the previous one (the link's busy cursor
-makes back-to-back messages queue), then propagates for the one-way delay
+is clocked out at the link rate after the previous one (a token bucket with no
+burst allowance: the link's busy cursor makes back-to-back messages queue), then propagates for the one-way delay
 (plus a per-message jitter sample, never reordering). A lost packet is resent
 after `rtx_ms` (about one RTT, as TCP fast retransmit would) and takes the link
 again; in-order delivery holds every later byte behind it.
