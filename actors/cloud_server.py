@@ -25,10 +25,11 @@ import numpy as np
 
 from testbed import codec
 from testbed.batching import DynamicBatcher
-from testbed.clock import now
+from testbed.clock import BOOT_ID, now
 from testbed.config import Topology
 from testbed.host import cpu_model
 from testbed.wire import ProtocolError, encode_frame, read_frame
+from throttling.netns import socket_in_netns
 from throttling.shaper import LinkDirection, LinkShaper
 
 log = logging.getLogger(__name__)
@@ -82,8 +83,9 @@ class ServerStats(Counters):
 
 
 class CloudServer:
-    def __init__(self, replica: int, topology_json: str):
+    def __init__(self, replica: int, topology_json: str, net: dict[str, Any] | None = None):
         self.replica = replica
+        self.net = net  # namespaces of the tc backend, or None
         self.topo = Topology.model_validate_json(topology_json)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"cloud{replica}")
         self._batchers: dict[str, DynamicBatcher[Job, Outcome]] = {}
@@ -109,7 +111,13 @@ class CloudServer:
         for kind in KINDS:
             self._batchers[kind] = DynamicBatcher(
                 functools.partial(self._run_batch, kind), cloud.max_batch_size, cloud.max_batch_wait_ms / 1000.0)
-        self._server = await asyncio.start_server(self._serve, host, 0, limit=2**20)
+        if self.net is None:
+            self._server = await asyncio.start_server(self._serve, host, 0, limit=2**20)
+        else:  # listen inside the cloud namespace, where every device's veth ends
+            host = self.net["cloud_ip"]
+            sock = socket_in_netns(self.net["cloud_ns"])
+            sock.bind((host, 0))
+            self._server = await asyncio.start_server(self._serve, sock=sock, limit=2**20)
         port = self._server.sockets[0].getsockname()[1]
         self._spawn(self._sample_load())
         return {"replica": self.replica, "host": host, "port": port, "pid": os.getpid(), **info}
@@ -191,6 +199,7 @@ class CloudServer:
         try:
             out = await self._batchers[job.kind].submit(job)
             reply = {"type": "result", "id": rid, "status": "ok", "top1": out.top1,
+                     "t_received": job.t_received, "boot_id": BOOT_ID,
                      "queue_ms": (out.t_batch_start - job.t_received) * 1000, "cloud_ms": out.cloud_ms,
                      "batch_size": out.batch_size, "replica": self.replica}
         except Exception as e:  # noqa: BLE001 - the device records the reason

@@ -13,6 +13,7 @@ device's compute time, and reported so an overloaded host is visible.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -23,13 +24,15 @@ from typing import Any
 import numpy as np
 
 from testbed import codec
-from testbed.clock import now, sleep_until
+from testbed.clock import now, same_clock, sleep_until
 from testbed.config import Topology
 from testbed.devices import DeviceSpec, arrivals, device_table
 from testbed.energy import compute_energy_mj, radio_energy_mj
 from testbed.metrics import new_record
 from testbed.wire import ProtocolError, encode_frame, read_frame
 from throttling.cpu import TimeScaledCpu
+from throttling.links import LinkBackend, userspace_part
+from throttling.netns import socket_in_netns
 from throttling.shaper import LinkShaper
 
 CALIBRATION_RUNS = 5
@@ -74,8 +77,10 @@ class Device:
 
 
 class DevicePool:
-    def __init__(self, pool_id: int, topology_json: str, device_ids: list[int]):
+    def __init__(self, pool_id: int, topology_json: str, device_ids: list[int], net: dict[str, Any] | None = None):
         self.pool_id = pool_id
+        self.net = net  # namespaces of the tc backend, or None for the userspace shaper
+        self.backend = LinkBackend(**net["backend"]) if net else LinkBackend("userspace")
         self.topo = Topology.model_validate_json(topology_json)
         table = device_table(self.topo)
         self.specs = [table[i] for i in device_ids]
@@ -136,15 +141,20 @@ class DevicePool:
             return model(preprocess([frame]))
 
     async def _connect(self, spec: DeviceSpec, addr: dict[str, Any]) -> Connection:
-        reader, writer = await asyncio.open_connection(addr["host"], addr["port"], limit=2**20)
-        down = spec.downlink()
+        if self.net is None:
+            reader, writer = await asyncio.open_connection(addr["host"], addr["port"], limit=2**20)
+        else:  # the device's socket lives in its own namespace, behind its shaped veth
+            sock = socket_in_netns(self.net["device_ns"][spec.device_id])
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, (addr["host"], addr["port"]))
+            reader, writer = await asyncio.open_connection(sock=sock, limit=2**20)
+        down = userspace_part(spec.downlink(), self.backend)
         hello = {"type": "hello", "device_id": spec.device_id, "seed": spec.device_id,
-                 "downlink": {"rate_mbps": down.rate_mbps, "delay_ms": down.delay_ms,
-                              "jitter_ms": down.jitter_ms, "loss_pct": down.loss_pct,
-                              "rtx_ms": down.rtx_ms}}
+                 "downlink": dataclasses.asdict(down)}
         writer.write(encode_frame(hello))
         await writer.drain()
-        return Connection(reader, writer, LinkShaper(spec.uplink(), seed=10_000 + spec.device_id))
+        uplink = userspace_part(spec.uplink(), self.backend)
+        return Connection(reader, writer, LinkShaper(uplink, seed=10_000 + spec.device_id))
 
     # ------------------------------------------------------------ phases
     async def run_phase(self, strategy: str, phase_index: int) -> dict[str, float]:
@@ -220,8 +230,13 @@ class DevicePool:
             raise RejectedError(reply.get("reason", "rejected"))
         rec.update(queue_ms=round(reply["queue_ms"], 3), cloud_ms=round(reply["cloud_ms"], 3),
                    server_ms=round(reply["server_ms"], 3), batch_size=reply["batch_size"], top1=reply["top1"])
+        # The uplink ends when the cloud has the last byte. On one host both sides read the same
+        # monotonic clock, so the cloud's receive time is used (it includes kernel shaping, which
+        # the device cannot see); across hosts, the device's own last-write time is used.
+        t_up_done = reply["t_received"] if same_clock(reply.get("boot_id")) else sent.t_done
+        rec["uplink_ms"] = round((t_up_done - sent.t_start) * 1000, 3)
         # Device clock for the round trip; cloud clock for the time inside the server.
-        rec["downlink_ms"] = round((t_done - sent.t_done) * 1000 - reply["server_ms"], 3)
+        rec["downlink_ms"] = round((t_done - t_up_done) * 1000 - reply["server_ms"], 3)
 
     async def _device_compute(self, dev: Device, strategy: str, rec: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
         """Run the device side for real, then stretch it to the device's speed."""

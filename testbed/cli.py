@@ -20,7 +20,7 @@ from testbed.config import ConfigError, Topology, load_topology
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="run.py", description="Run a splitbed experiment described by a topology YAML.")
-    p.add_argument("topology", help="topology file, e.g. topologies/lte_100devices.yaml")
+    p.add_argument("topology", nargs="?", help="topology file, e.g. topologies/lte_100devices.yaml")
     p.add_argument("--out", type=Path, help="output folder (default: results/<topology>-<timestamp>/)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override a topology field, e.g. --set devices.count=10 (repeatable)")
@@ -28,6 +28,8 @@ def _parser() -> argparse.ArgumentParser:
                                      "starting an embedded one")
     p.add_argument("--validate", action="store_true", help="check the topology and exit")
     p.add_argument("--catalogue", action="store_true", help="print the model's split catalogue and exit")
+    p.add_argument("--cleanup", action="store_true",
+                   help="remove network namespaces and cgroups left by a killed run, and exit")
     return p
 
 
@@ -36,7 +38,12 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.cleanup:
+        return _cleanup()
+    if args.topology is None:
+        parser.error("a topology file is required")
     err = Console(stderr=True)
     if not err.is_terminal:
         err = Console(stderr=True, width=140)
@@ -60,6 +67,7 @@ def _run(topo: Topology, topology_file: str, out: Path, err: Console) -> int:
     from testbed.experiment import run_experiment
     from testbed.progress import Progress
     from testbed.report import print_summary
+    from throttling.links import BackendUnavailable
 
     err.print(f"splitbed: {topology_file} -> {out}/")
     try:
@@ -67,6 +75,9 @@ def _run(topo: Topology, topology_file: str, out: Path, err: Console) -> int:
     except KeyboardInterrupt:
         err.print(f"[yellow]interrupted[/yellow]: partial results kept in {out}/ (summary.json says partial)")
         return 130
+    except BackendUnavailable as e:
+        print(f"{topology_file}: throttling.backend: {e}", file=sys.stderr)
+        return 2
     except Exception as e:  # noqa: BLE001 - reported with the folder that holds what was measured
         err.print(f"[red]run failed[/red]: {type(e).__name__}: {e}\npartial results kept in {out}/")
         return 1
@@ -74,6 +85,15 @@ def _run(topo: Topology, topology_file: str, out: Path, err: Console) -> int:
     if not console.is_terminal:
         console = Console(width=140)  # files and CI logs: wide enough for the tables
     print_summary(summary, str(out), console)
+    return 0
+
+
+def _cleanup() -> int:
+    from throttling.cleanup import sweep_all
+
+    removed = sweep_all()
+    for kind, names in removed.items():
+        print(f"{kind}: removed {len(names)}" + (f" ({', '.join(names)})" if names else ""))
     return 0
 
 

@@ -11,6 +11,7 @@ Field names carry their units (`uplink_mbps`, `rtt_ms`, `max_batch_wait_ms`).
 from __future__ import annotations
 
 import copy
+import ipaddress
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,14 +47,24 @@ class RadioPower(_Frozen):
     source: str = ""
 
 
+TraceOffset = Literal["random"] | NonNegFloat
+
+
 class LinkParams(_Frozen):
-    """One device's link: rates per direction, round-trip time, jitter, loss."""
+    """One device's link: rates per direction, round-trip time, jitter, loss, optional traces.
+
+    A Mahimahi trace (`uplink_trace`, `downlink_trace`) replaces the fixed rate of that
+    direction; `trace_offset_ms` is where each device starts in it ("random": seeded per device).
+    """
 
     uplink_mbps: PosFloat
     downlink_mbps: PosFloat
     rtt_ms: NonNegFloat
     jitter_ms: NonNegFloat = 0.0
     loss_pct: Annotated[float, Field(ge=0, lt=100)] = 0.0
+    uplink_trace: str | None = None
+    downlink_trace: str | None = None
+    trace_offset_ms: TraceOffset = "random"
 
 
 class NetworkProfile(LinkParams):
@@ -67,6 +78,9 @@ class LinkOverride(_Frozen):
     rtt_ms: NonNegFloat | None = None
     jitter_ms: NonNegFloat | None = None
     loss_pct: Annotated[float, Field(ge=0, lt=100)] | None = None
+    uplink_trace: str | None = None
+    downlink_trace: str | None = None
+    trace_offset_ms: TraceOffset | None = None
 
 
 class DeviceClass(_Frozen):
@@ -125,7 +139,13 @@ class Pools(_Frozen):
 
 
 class Throttling(_Frozen):
-    backend: Literal["userspace"] = "userspace"
+    """How links are shaped. `tc`: kernel tbf in per-device network namespaces (root, one host);
+    `auto`: tc where it works, else the userspace shaper, saying why."""
+
+    backend: Literal["userspace", "tc", "auto"] = "userspace"
+    subnet: str = "10.77.0.0/16"  # addresses of the run's own namespaces (tc backend)
+    netem: bool = True  # let the kernel do delay/jitter/loss where sch_netem exists
+    trace_update_ms: Annotated[float, Field(ge=100)] = 1000.0  # tc backend: how often a traced rate is set
 
 
 class RaySpec(_Frozen):
@@ -243,6 +263,22 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
 
 
 # ---------------------------------------------------------------- loading
+PATH_KEYS = ("weights", "image_dir", "uplink_trace", "downlink_trace")
+
+
+def _resolve_paths(node: Any, base: Path) -> None:
+    """Relative file paths in a topology are relative to the topology file."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k in PATH_KEYS and isinstance(v, str) and not Path(v).is_absolute():
+                node[k] = str((base / v).resolve())
+            else:
+                _resolve_paths(v, base)
+    elif isinstance(node, list):
+        for v in node:
+            _resolve_paths(v, base)
+
+
 def _merge(base: dict[str, Any], over: Any) -> Any:
     """Field-by-field override of a built-in profile (non-mappings replace)."""
     if not isinstance(over, dict):
@@ -330,10 +366,51 @@ def _cross_checks(topo: Topology) -> list[Problem]:
     for key, value in (("model.weights", topo.model.weights), ("model.image_dir", topo.model.image_dir)):
         if value is not None and not Path(value).exists():
             problems.append(Problem(key, "no such file or folder", value, True))
+    problems += _trace_problems(topo)
+    problems += _subnet_problems(topo)
+    if topo.throttling.backend == "tc" and topo.ray.address is not None:
+        problems.append(Problem("throttling.backend", "tc shapes links in network namespaces on one host; "
+                                "on a cluster use userspace or auto", "tc", True))
     if topo.cloud.device == "cuda" and topo.cloud.num_gpus <= 0:
         problems.append(Problem("cloud.num_gpus", "must be > 0 when cloud.device is cuda",
                                 topo.cloud.num_gpus, True))
     return problems
+
+
+def _trace_places(topo: Topology) -> list[tuple[str, str]]:
+    places = []
+    for name, net in topo.networks.items():
+        places += [(f"networks.{name}.{k}", getattr(net, k)) for k in ("uplink_trace", "downlink_trace")]
+    for i, g in enumerate(topo.devices):
+        places += [(f"devices[{i}].link.{k}", getattr(g.link, k)) for k in ("uplink_trace", "downlink_trace")]
+    return [(k, v) for k, v in places if v is not None]
+
+
+def _trace_problems(topo: Topology) -> list[Problem]:
+    from throttling.trace import MahimahiTrace, TraceError
+
+    problems = []
+    for key, path in _trace_places(topo):
+        try:
+            MahimahiTrace.load(path)
+        except TraceError as e:
+            problems.append(Problem(key, f"not a usable Mahimahi trace: {e}", path, True))
+    return problems
+
+
+def _subnet_problems(topo: Topology) -> list[Problem]:
+    try:
+        net = ipaddress.ip_network(topo.throttling.subnet)
+    except ValueError:
+        return [Problem("throttling.subnet", "must be an IPv4 network like 10.77.0.0/16",
+                        topo.throttling.subnet, True)]
+    if net.version != 4 or not net.is_private:
+        return [Problem("throttling.subnet", "must be a private IPv4 network (the run's own namespaces)",
+                        topo.throttling.subnet, True)]
+    if net.num_addresses < topo.device_count + 3:
+        return [Problem("throttling.subnet", f"too small for {topo.device_count} devices "
+                        f"(needs {topo.device_count + 3} addresses)", topo.throttling.subnet, True)]
+    return []
 
 
 def load_topology(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Topology:
@@ -355,12 +432,7 @@ def load_topology(path: str | Path, overrides: list[str] | tuple[str, ...] = ())
             apply_override(raw, assignment)
         except ValueError as e:
             raise ConfigError(file, [Problem("", str(e))]) from None
-    if isinstance(raw.get("model"), dict):
-        # Relative paths in a topology are relative to the topology file.
-        for key in ("weights", "image_dir"):
-            v = raw["model"].get(key)
-            if isinstance(v, str) and not Path(v).is_absolute():
-                raw["model"][key] = str((path.parent / v).resolve())
+    _resolve_paths(raw, path.parent)
     try:
         topo = Topology.model_validate(_with_profiles(raw))
     except ValidationError as e:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from testbed.config import Arrival, LinkParams, Topology
 from testbed.energy import RadioModel
 from throttling.shaper import LinkDirection
+from throttling.trace import MahimahiTrace, trace_offset_ms
 
 
 @dataclass(frozen=True)
@@ -26,16 +27,19 @@ class DeviceSpec:
     arrival: Arrival
 
     def uplink(self) -> LinkDirection:
-        return _direction(self.link, self.link.uplink_mbps)
+        return _direction(self.link, self.link.uplink_mbps, self.link.uplink_trace, f"{self.device_id}:up")
 
     def downlink(self) -> LinkDirection:
-        return _direction(self.link, self.link.downlink_mbps)
+        return _direction(self.link, self.link.downlink_mbps, self.link.downlink_trace, f"{self.device_id}:down")
 
 
-def _direction(link: LinkParams, rate_mbps: float) -> LinkDirection:
+def _direction(link: LinkParams, rate_mbps: float, trace: str | None, seed: str) -> LinkDirection:
     """Half the RTT each way; a lost packet waits one RTT before its resend."""
+    offset = 0.0
+    if trace is not None:
+        offset = trace_offset_ms(MahimahiTrace.load(trace), link.trace_offset_ms, random.Random(seed))
     return LinkDirection(rate_mbps=rate_mbps, delay_ms=link.rtt_ms / 2, jitter_ms=link.jitter_ms,
-                         loss_pct=link.loss_pct, rtx_ms=link.rtt_ms)
+                         loss_pct=link.loss_pct, rtx_ms=link.rtt_ms, trace_path=trace, trace_offset_ms=offset)
 
 
 def device_table(topo: Topology) -> list[DeviceSpec]:

@@ -13,6 +13,8 @@ summary written says whether the run was complete.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -21,15 +23,14 @@ from typing import Any
 
 from testbed import __version__
 from testbed.config import Topology
-from testbed.devices import pool_slices
+from testbed.devices import device_table, pool_slices
 from testbed.host import host_facts
 from testbed.metrics import percentile, ratios, summarize_strategies
 from testbed.progress import Progress
 from testbed.results import RunFolder
 from throttling.cpu import MECHANISM as CPU_MECHANISM
+from throttling.links import LinkBackend, choose_backend
 
-LINK_MECHANISM = ("userspace shaper (token-bucket rate, propagation delay, jitter, loss as "
-                  "retransmission delay, applied to the real bytes on each device's TCP socket)")
 POLL_S = 1.0
 
 
@@ -48,12 +49,13 @@ class RunState:
     replica_stats: list[dict[str, Any]] = field(default_factory=list)
     status: str = "running"
     error: str | None = None
+    backend: LinkBackend = field(default_factory=lambda: LinkBackend("userspace"))
 
 
 class Actors:
     """The run's Ray actors; `close()` drains what they hold and kills them."""
 
-    def __init__(self, topo: Topology):
+    def __init__(self, topo: Topology, net: dict[str, Any] | None):
         import ray
 
         from actors.cloud_server import CloudServer
@@ -65,9 +67,9 @@ class Actors:
         pool_cls: Any = ray.remote(DevicePool)
         c, p = topo.cloud, topo.pools
         self.clouds: list[Any] = [cloud_cls.options(num_cpus=c.num_cpus, num_gpus=c.num_gpus,
-                                         max_concurrency=10_000).remote(i, js)
+                                         max_concurrency=10_000).remote(i, js, net)
                        for i in range(c.replicas)]
-        self.pools: list[Any] = [pool_cls.options(num_cpus=p.num_cpus, max_concurrency=10_000).remote(i, js, list(ids))
+        self.pools: list[Any] = [pool_cls.options(num_cpus=p.num_cpus, max_concurrency=10_000).remote(i, js, list(ids), net)
                       for i, ids in enumerate(pool_slices(topo.device_count, p.devices_per_pool))]
 
     def start(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -106,9 +108,13 @@ def run_experiment(topo: Topology, topology_file: str, out_dir: Path,
     progress = progress or Progress(topo)
     folder.write_summary(build_summary(state))
     try:
-        with ray_session(topo.ray.address, _cpus_needed(topo), _gpus_needed(topo)) as ray_info:
-            state.ray_info = ray_info
-            _run_on_ray(state, folder, progress)
+        with contextlib.ExitStack() as stack:
+            state.backend = choose_backend(topo.throttling.backend, topo.throttling.subnet)
+            progress.note(f"links: {state.backend.describe()}")
+            net = _kernel_links(state, stack) if state.backend.name == "tc" else None
+            state.ray_info = stack.enter_context(ray_session(topo.ray.address, _cpus_needed(topo),
+                                                             _gpus_needed(topo)))
+            _run_on_ray(state, folder, progress, net)
         state.status = "complete"
     except KeyboardInterrupt:
         state.status, state.error = "interrupted", "interrupted (Ctrl-C or SIGTERM)"
@@ -123,8 +129,21 @@ def run_experiment(topo: Topology, topology_file: str, out_dir: Path,
     return build_summary(state)
 
 
-def _run_on_ray(state: RunState, folder: RunFolder, progress: Progress) -> None:
-    actors = Actors(state.topo)
+def _kernel_links(state: RunState, stack: contextlib.ExitStack) -> dict[str, Any]:
+    """Create the run's namespaces and qdiscs (removed when `stack` closes); returns what actors need."""
+    from throttling.netns import DeviceLink, NetnsLayout, NetnsTopology
+
+    specs = device_table(state.topo)
+    layout = NetnsLayout(f"{os.getpid()}", state.topo.throttling.subnet, len(specs))
+    links = [DeviceLink(s.link.uplink_mbps, s.link.downlink_mbps, s.link.rtt_ms / 2, s.link.jitter_ms,
+                        s.link.loss_pct) for s in specs]
+    stack.enter_context(NetnsTopology(layout, links, netem=state.backend.netem))
+    return {"backend": state.backend.to_dict(), "cloud_ns": layout.cloud_ns, "cloud_ip": layout.cloud_ip,
+            "device_ns": [layout.device_ns(i) for i in range(len(specs))]}
+
+
+def _run_on_ray(state: RunState, folder: RunFolder, progress: Progress, net: dict[str, Any] | None) -> None:
+    actors = Actors(state.topo, net)
     try:
         progress.note("starting actors: model load and calibration")
         state.replicas, state.pools = actors.start()
@@ -189,7 +208,8 @@ def build_summary(state: RunState) -> dict[str, Any]:
         "topology": topo.model_dump(mode="json"),
         "host": host_facts(),
         "ray": state.ray_info,
-        "backends": {"link": LINK_MECHANISM, "cpu": CPU_MECHANISM,
+        "backends": {"link": state.backend.describe(), "link_backend": state.backend.to_dict(),
+                     "cpu": CPU_MECHANISM,
                      "cloud_device": sorted({r.get("device_name", "?") + f" ({r.get('device')})"
                                              for r in state.replicas})},
         "calibration_host_ms": {f"pool{p['pool']}": p["calibration_host_ms"] for p in state.pools},

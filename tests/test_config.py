@@ -143,3 +143,16 @@ def test_cli_exits_2_before_ray_starts(write_topology, minimal_yaml):
     assert proc.returncode == 2
     assert f"{path}: devices[0].count: Input should be greater than or equal to 1 (got -1)" in proc.stderr
     assert "Ray" not in proc.stderr  # nothing was started
+
+
+def test_traces_resolve_relative_to_the_topology_and_are_checked(tmp_path, write_topology, minimal_yaml):
+    (tmp_path / "up.trace").write_text("0\n5\n10\n")
+    (tmp_path / "bad.trace").write_text("5\n3\n")
+    topo = load_topology(write_topology(minimal_yaml), ["devices.link.uplink_trace=up.trace"])
+    link = topo.link_for(topo.devices[0])
+    assert link.uplink_trace == str((tmp_path / "up.trace").resolve()) and link.trace_offset_ms == "random"
+    msg = problems(write_topology(minimal_yaml), ["networks.lte.downlink_trace=bad.trace"])
+    assert "networks.lte.downlink_trace: not a usable Mahimahi trace" in msg
+    assert "line 2: timestamp 3 is smaller than the previous one (5)" in msg
+    msg = problems(write_topology(minimal_yaml), ["devices.link.uplink_trace=nope.up"])
+    assert "devices[0].link.uplink_trace: not a usable Mahimahi trace" in msg and "cannot read" in msg

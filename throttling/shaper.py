@@ -22,6 +22,7 @@ import random
 from dataclasses import dataclass
 
 from testbed.clock import now, sleep_until
+from throttling.trace import MahimahiTrace, RateSerializer, Serializer, TraceSerializer
 
 MTU_BYTES = 1500
 # Packets due within this window are written together, to bound wake-ups;
@@ -37,6 +38,9 @@ class LinkDirection:
     loss_pct: float = 0.0  # per-packet loss probability, in percent
     rtx_ms: float = 0.0  # extra delay of a lost packet before it is resent
     mtu_bytes: int = MTU_BYTES
+    kernel_rate: bool = False  # the kernel (tc) clocks the bytes out; this shaper adds no serialization
+    trace_path: str | None = None  # a Mahimahi trace: capacity follows it instead of rate_mbps
+    trace_offset_ms: float = 0.0  # where in the trace this link starts
 
     def ideal_ms(self, nbytes: int) -> float:
         """bytes/rate + delay: what the link should take for one message on an idle link."""
@@ -73,14 +77,29 @@ class SendResult:
         return (self.t_done - self.t_planned) * 1000.0
 
 
+class ImmediateSerializer:
+    """The kernel clocks the bytes out (tc backend): a packet leaves this shaper when ready."""
+
+    def depart(self, size: int, t_ready: float) -> float:
+        return t_ready
+
+
+def serializer_for(spec: LinkDirection, t0: float) -> Serializer:
+    """How packets are clocked onto the link: the kernel, a recorded trace, or a fixed rate."""
+    if spec.kernel_rate:
+        return ImmediateSerializer()
+    if spec.trace_path:
+        return TraceSerializer(MahimahiTrace.load(spec.trace_path), t0, spec.trace_offset_ms)
+    return RateSerializer(spec.rate_mbps)
+
+
 class LinkShaper:
     def __init__(self, spec: LinkDirection, seed: int = 0):
         if spec.rate_mbps <= 0:
             raise ValueError("rate_mbps must be > 0")
         self.spec = spec
         self._rng = random.Random(seed)
-        self._bytes_per_s = spec.rate_mbps * 1e6 / 8
-        self._busy_until = 0.0
+        self._serializer = serializer_for(spec, now())
         self._last_arrival = 0.0
         self._write_lock = asyncio.Lock()
 
@@ -92,22 +111,22 @@ class LinkShaper:
             delay = max(0.0, delay + self._rng.gauss(0.0, spec.jitter_ms / 1000.0))
         p_loss = spec.loss_pct / 100.0
         rtx = spec.rtx_ms / 1000.0
-        depart = max(t_start, self._busy_until)
         floor = self._last_arrival
-        ends, arrivals, lost, offset = [], [], 0, 0
+        ends: list[int] = []
+        arrivals: list[float] = []
+        lost, offset = 0, 0
         while offset < nbytes:
             size = min(spec.mtu_bytes, nbytes - offset)
             offset += size
-            depart += size / self._bytes_per_s
+            depart = self._serializer.depart(size, t_start)
             arrival = depart + delay
             if p_loss and self._rng.random() < p_loss:
                 lost += 1
-                depart += size / self._bytes_per_s  # the resend takes the link again
+                depart = self._serializer.depart(size, depart)  # the resend takes the link again
                 arrival = depart + rtx + delay
             floor = max(floor, arrival)  # in-order delivery
             ends.append(offset)
             arrivals.append(floor)
-        self._busy_until = depart
         self._last_arrival = floor
         return Plan(t_start, ends, arrivals, lost)
 

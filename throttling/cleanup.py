@@ -1,0 +1,13 @@
+"""`run.py --cleanup`: an idempotent sweep of what a killed run may have left.
+
+Everything splitbed installs is named with the `splitbed-` prefix, so leftovers
+are found by name (as Mininet's `mn -c` does) and removed.
+"""
+
+from __future__ import annotations
+
+from throttling import netns
+
+
+def sweep_all() -> dict[str, list[str]]:
+    return {"network namespaces": netns.sweep()}
