@@ -69,8 +69,9 @@ class Actors:
         self.clouds: list[Any] = [cloud_cls.options(num_cpus=c.num_cpus, num_gpus=c.num_gpus,
                                          max_concurrency=10_000).remote(i, js, net)
                        for i in range(c.replicas)]
-        self.pools: list[Any] = [pool_cls.options(num_cpus=p.num_cpus, max_concurrency=10_000).remote(i, js, list(ids), net)
-                      for i, ids in enumerate(pool_slices(topo.device_count, p.devices_per_pool))]
+        slices = pool_slices(topo.device_count, p.devices_per_pool)
+        self.pools: list[Any] = [pool_cls.options(num_cpus=p.num_cpus, max_concurrency=10_000)
+                                 .remote(i, js, list(ids), net) for i, ids in enumerate(slices)]
 
     def start(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Cloud model load and pool model load + calibration overlap; then devices connect."""
@@ -131,13 +132,17 @@ def run_experiment(topo: Topology, topology_file: str, out_dir: Path,
 
 def _kernel_links(state: RunState, stack: contextlib.ExitStack) -> dict[str, Any]:
     """Create the run's namespaces and qdiscs (removed when `stack` closes); returns what actors need."""
-    from throttling.netns import DeviceLink, NetnsLayout, NetnsTopology
+    from throttling.netns import DeviceLink, NetnsLayout, NetnsTopology, TraceRates
 
     specs = device_table(state.topo)
     layout = NetnsLayout(f"{os.getpid()}", state.topo.throttling.subnet, len(specs))
     links = [DeviceLink(s.link.uplink_mbps, s.link.downlink_mbps, s.link.rtt_ms / 2, s.link.jitter_ms,
                         s.link.loss_pct) for s in specs]
-    stack.enter_context(NetnsTopology(layout, links, netem=state.backend.netem))
+    topo = stack.enter_context(NetnsTopology(layout, links, netem=state.backend.netem))
+    ups = {s.device_id: (d.trace_path, d.trace_offset_ms) for s in specs if (d := s.uplink()).trace_path}
+    downs = {s.device_id: (d.trace_path, d.trace_offset_ms) for s in specs if (d := s.downlink()).trace_path}
+    if ups or downs:
+        stack.enter_context(TraceRates(topo, ups, downs, state.topo.throttling.trace_update_ms / 1000))
     return {"backend": state.backend.to_dict(), "cloud_ns": layout.cloud_ns, "cloud_ip": layout.cloud_ip,
             "device_ns": [layout.device_ns(i) for i in range(len(specs))]}
 

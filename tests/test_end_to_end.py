@@ -158,3 +158,37 @@ def _is_loopback(ip: str) -> bool:
     addr = ipaddress.ip_address(ip)
     mapped = getattr(addr, "ipv4_mapped", None)  # ::ffff:127.0.0.1 is loopback too
     return (mapped or addr).is_loopback
+
+
+def _kernel_shaping() -> tuple[bool, str]:
+    if os.geteuid() != 0:
+        return False, "not root"
+    from throttling.netns import probe
+
+    support = probe("e")
+    return support.usable, support.reason
+
+
+KERNEL_OK, KERNEL_WHY = _kernel_shaping()
+
+
+@pytest.mark.skipif(not KERNEL_OK, reason=f"kernel shaping unavailable: {KERNEL_WHY}")
+def test_tc_backend_run_shapes_in_namespaces_and_removes_them(tmp_path):
+    from throttling.netns import list_namespaces
+
+    out = tmp_path / "run"
+    before = set(list_namespaces())
+    proc = subprocess.run([sys.executable, str(ROOT / "run.py"), str(ROOT / "topologies/smoke.yaml"), "--out", str(out),
+                           "--set", "throttling.backend=tc", "--set", "duration_s=4", "--set", "warmup_s=1",
+                           "--set", "strategies=[butterfly, cloud_only]", "--set", "devices[0].link.jitter_ms=0"],
+                          capture_output=True, text=True, timeout=500, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "kernel tc: tbf per device" in proc.stderr  # the run says which mechanism it used
+    s = json.loads((out / "summary.json").read_text())
+    assert s["backends"]["link_backend"]["name"] == "tc"
+    assert all(st["by_status"]["completed"] == st["requests"] > 0 for st in s["strategies"].values())
+    rows = [r for r in _rows(out / "requests.csv") if r["group"] == "lte" and r["strategy"] == "cloud_only"]
+    for r in rows:  # LTE: 35 ms one way (userspace, no netem here) + JPEG bytes at 5.85 Mbit/s (kernel tbf)
+        ideal = 35 + int(r["bytes_up"]) * 8 / 5850
+        assert ideal * 0.95 - 1 <= float(r["uplink_ms"]) <= ideal * 1.10 + 5
+    assert set(list_namespaces()) == before

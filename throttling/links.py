@@ -37,7 +37,8 @@ class LinkBackend:
         rest = ("netem (delay, jitter, loss)" if self.netem else
                 "delay, jitter and loss by the userspace shaper (no sch_netem in this kernel)")
         return (f"kernel tc: tbf per device and direction on veth pairs in network namespaces "
-                f"({self.subnet}) for the rate; {rest}")
+                f"({self.subnet}) for the rate (traced links: the rate is set from the trace every "
+                f"throttling.trace_update_ms); {rest}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -30,6 +30,7 @@ import shutil
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -151,7 +152,15 @@ class NetnsTopology:
         self.close()
 
     def create(self) -> None:
-        self._created = True  # from here on, close() cleans up whatever exists
+        """Set everything up; if any step fails, remove what was made and re-raise."""
+        self._created = True
+        try:
+            self._setup()
+        except BaseException:
+            self.close()
+            raise
+
+    def _setup(self) -> None:
         lay = self.layout
         ip_batch(root_commands(lay))
         ip_batch(cloud_commands(lay), lay.cloud_ns)
@@ -162,17 +171,66 @@ class NetnsTopology:
             down += qdisc_commands(lay.cloud_if(i), link.downlink_mbps, link, self.netem)
         tc_batch(down, lay.cloud_ns)
 
-    def set_rate(self, i: int, uplink_mbps: float | None = None, downlink_mbps: float | None = None) -> None:
-        """Change a device's kernel rates in place (trace-driven links)."""
-        if uplink_mbps is not None:
-            tc_batch([tc.tbf_change_args("eth0", uplink_mbps)], self.layout.device_ns(i))
-        if downlink_mbps is not None:
-            tc_batch([tc.tbf_change_args(self.layout.cloud_if(i), downlink_mbps)], self.layout.cloud_ns)
+    def set_rates(self, uplink_mbps: dict[int, float], downlink_mbps: dict[int, float]) -> None:
+        """Change devices' kernel rates in place (trace-driven links): one tc batch per namespace."""
+        for i, rate in uplink_mbps.items():
+            tc_batch([tc.tbf_change_args("eth0", rate)], self.layout.device_ns(i))
+        if downlink_mbps:
+            tc_batch([tc.tbf_change_args(self.layout.cloud_if(i), r) for i, r in downlink_mbps.items()],
+                     self.layout.cloud_ns)
 
     def close(self) -> None:
         if self._created:
             delete_namespaces(self.layout.namespaces())
             self._created = False
+
+
+class TraceRates:
+    """Makes the kernel rate follow each traced link, updated every `interval_s` (a thread).
+
+    For each update the rate is the trace's capacity over the coming interval; an outage
+    (no delivery opportunity in it) sets the floor rate. Stops and joins on close().
+    """
+
+    FLOOR_MBPS = 0.008
+
+    def __init__(self, topo: NetnsTopology, uplinks: dict[int, tuple[str, float]],
+                 downlinks: dict[int, tuple[str, float]], interval_s: float):
+        from throttling.trace import MahimahiTrace
+
+        self.topo, self.interval_s = topo, interval_s
+        self.uplinks = {i: (MahimahiTrace.load(p), off) for i, (p, off) in uplinks.items()}
+        self.downlinks = {i: (MahimahiTrace.load(p), off) for i, (p, off) in downlinks.items()}
+        self.updates = 0
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="trace-rates", daemon=True)
+
+    def rates_at(self, elapsed_s: float) -> tuple[dict[int, float], dict[int, float]]:
+        def rate(trace: Any, offset_ms: float) -> float:
+            t = offset_ms + elapsed_s * 1000
+            return max(self.FLOOR_MBPS, trace.rate_mbps(t, t + self.interval_s * 1000))
+
+        return ({i: rate(*v) for i, v in self.uplinks.items()}, {i: rate(*v) for i, v in self.downlinks.items()})
+
+    def __enter__(self) -> TraceRates:
+        self.topo.set_rates(*self.rates_at(0.0))
+        self._t0 = time.monotonic()
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.topo.set_rates(*self.rates_at(time.monotonic() - self._t0))
+                self.updates += 1
+            except BaseException as e:  # noqa: BLE001 - kept and reported by the run
+                self.error = e
+                return
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
 
 
 def delete_namespaces(names: Sequence[str]) -> list[str]:
