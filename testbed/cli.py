@@ -28,6 +28,8 @@ def _parser() -> argparse.ArgumentParser:
                                      "starting an embedded one")
     p.add_argument("--validate", action="store_true", help="check the topology and exit")
     p.add_argument("--catalogue", action="store_true", help="print the model's split catalogue and exit")
+    p.add_argument("--check-links", action="store_true",
+                   help="send known payloads over each configured link, per available backend, and exit")
     p.add_argument("--cleanup", action="store_true",
                    help="remove network namespaces and cgroups left by a killed run, and exit")
     return p
@@ -58,6 +60,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.catalogue:
         return _print_catalogue(topo)
+    if args.check_links:
+        from testbed.linkcheck import available_backends, check_links, format_rows
+
+        print(format_rows(check_links(topo, available_backends())))
+        return 0
     out = args.out or Path("results") / f"{topo.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     signal.signal(signal.SIGTERM, _raise_interrupt)
     return _run(topo, args.topology, out, err)

@@ -146,6 +146,7 @@ class Throttling(_Frozen):
     subnet: str = "10.77.0.0/16"  # addresses of the run's own namespaces (tc backend)
     netem: bool = True  # let the kernel do delay/jitter/loss where sch_netem exists
     trace_update_ms: Annotated[float, Field(ge=100)] = 1000.0  # tc backend: how often a traced rate is set
+    check_links: bool = False  # measure every link per backend before the run (see --check-links)
 
 
 class RaySpec(_Frozen):

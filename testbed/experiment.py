@@ -14,6 +14,7 @@ summary written says whether the run was complete.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ class RunState:
     status: str = "running"
     error: str | None = None
     backend: LinkBackend = field(default_factory=lambda: LinkBackend("userspace"))
+    link_check: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Actors:
@@ -112,6 +114,8 @@ def run_experiment(topo: Topology, topology_file: str, out_dir: Path,
         with contextlib.ExitStack() as stack:
             state.backend = choose_backend(topo.throttling.backend, topo.throttling.subnet)
             progress.note(f"links: {state.backend.describe()}")
+            if topo.throttling.check_links:
+                state.link_check = _check_links(state, progress)
             net = _kernel_links(state, stack) if state.backend.name == "tc" else None
             state.ray_info = stack.enter_context(ray_session(topo.ray.address, _cpus_needed(topo),
                                                              _gpus_needed(topo)))
@@ -128,6 +132,14 @@ def run_experiment(topo: Topology, topology_file: str, out_dir: Path,
         folder.write_summary(build_summary(state))
         folder.close()
     return build_summary(state)
+
+
+def _check_links(state: RunState, progress: Progress) -> list[dict[str, Any]]:
+    from testbed.linkcheck import check_links, format_rows
+
+    rows = check_links(state.topo, [state.backend])
+    progress.note("link check (before the run):\n" + format_rows(rows))
+    return [dict(dataclasses.asdict(r), error_pct=r.error_pct) for r in rows]
 
 
 def _kernel_links(state: RunState, stack: contextlib.ExitStack) -> dict[str, Any]:
@@ -224,6 +236,7 @@ def build_summary(state: RunState) -> dict[str, Any]:
         "comparison": ratios(per_strategy),
         "replicas": [_replica_summary(s, state) for s in state.replica_stats],
         "fidelity": _fidelity(state.records),
+        "link_check": state.link_check,
     }
 
 
