@@ -71,14 +71,20 @@ class Connection:
 @dataclass
 class Device:
     spec: DeviceSpec
-    cpu: TimeScaledCpu
+    cpu: TimeScaledCpu | None  # None: a real cgroup cap slows the compute thread
+    executor: ThreadPoolExecutor
     conn: Connection | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class DevicePool:
-    def __init__(self, pool_id: int, topology_json: str, device_ids: list[int], net: dict[str, Any] | None = None):
+    def __init__(self, pool_id: int, topology_json: str, device_ids: list[int], net: dict[str, Any] | None = None,
+                 cpu: dict[str, str] | None = None):
         self.pool_id = pool_id
+        self.cpu = cpu or {"name": "timescale", "run_id": ""}
+        self._class_executors: dict[str, ThreadPoolExecutor] = {}  # cgroup caps: one capped thread per class
+        self._caps: list[Any] = []
+        self.cap_calibration: dict[str, dict[str, Any]] = {}
         self.net = net  # namespaces of the tc backend, or None for the userspace shaper
         self.backend = LinkBackend(**net["backend"]) if net else LinkBackend("userspace")
         self.topo = Topology.model_validate_json(topology_json)
@@ -92,22 +98,50 @@ class DevicePool:
         self.calibration: dict[str, float] = {}
 
     # ------------------------------------------------------------ set-up
-    async def prepare(self) -> dict[str, float]:
-        """Build the model and calibrate host compute times (overlaps the cloud's start)."""
+    async def prepare(self) -> dict[str, Any]:
+        """Build the model and calibrate host compute times (overlaps the cloud's start); then caps, if any."""
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self._build)
-        return self.calibration
+        if self.cpu["name"] == "cgroup":
+            for cls, speed in sorted({(s.device_class, s.speed) for s in self.specs}):
+                await self._cap_class(cls, speed)
+        return {"host_ms": self.calibration, "caps": self.cap_calibration}
+
+    async def _cap_class(self, cls: str, speed: float) -> None:
+        """A compute thread for one device class, capped and calibrated to host time / speed."""
+        from throttling.cgroup import CpuCap, calibrate
+
+        loop = asyncio.get_running_loop()
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"pool{self.pool_id}-{cls}")
+        cap = CpuCap(f"pool{self.pool_id}-{cls}", speed, self.cpu["run_id"])
+        self._caps.append(cap)
+        self._class_executors[cls] = executor
+        await loop.run_in_executor(executor, self._enter_cap, cap)
+        strategy = "butterfly" if "butterfly" in self.calibration else "device_only"
+        model = self._device_part if strategy == "butterfly" else self._full
+        target_ms = self.calibration[strategy] / speed
+        result = await loop.run_in_executor(
+            executor, lambda: calibrate(lambda: self._infer(model, self._frames[0]), target_ms, cap))
+        self.cap_calibration[cls] = {"model": strategy, **dataclasses.asdict(result)}
+
+    @staticmethod
+    def _enter_cap(cap: Any) -> None:
+        import torch
+
+        torch.set_num_threads(1)  # per thread: see throttling.cgroup
+        cap.attach_thread()
 
     async def connect(self, replicas: list[dict[str, Any]]) -> dict[str, Any]:
         """Open every device's connection to its replica (round robin by device id)."""
         for spec in self.specs:
-            dev = Device(spec, TimeScaledCpu(spec.speed))
+            capped = self._class_executors.get(spec.device_class)
+            dev = Device(spec, None if capped else TimeScaledCpu(spec.speed), capped or self._executor)
             if any(s != "device_only" for s in self.topo.strategies):
                 addr = replicas[spec.device_id % len(replicas)]
                 dev.conn = await self._connect(spec, addr)
             self._devices.append(dev)
         return {"pool": self.pool_id, "pid": os.getpid(), "devices": len(self.specs),
-                "calibration_host_ms": self.calibration}
+                "calibration_host_ms": self.calibration, "cpu_caps": self.cap_calibration}
 
     def _build(self) -> None:
         import torch
@@ -235,6 +269,9 @@ class DevicePool:
         # the device cannot see); across hosts, the device's own last-write time is used.
         t_up_done = reply["t_received"] if same_clock(reply.get("boot_id")) else sent.t_done
         rec["uplink_ms"] = round((t_up_done - sent.t_start) * 1000, 3)
+        configured = dev.spec.uplink()
+        if configured.trace_path is None:  # what the configured link should take (idle link, mean delay)
+            rec["uplink_ideal_ms"] = round(configured.ideal_ms(sent.nbytes), 3)
         # Device clock for the round trip; cloud clock for the time inside the server.
         rec["downlink_ms"] = round((t_done - t_up_done) * 1000 - reply["server_ms"], 3)
 
@@ -244,12 +281,15 @@ class DevicePool:
         frame = self._frames[rec["request_id"] % len(self._frames)]
         t_submit = now()
         t_exec, head_s, enc_s, payload, header = await loop.run_in_executor(
-            self._executor, self._device_work, strategy, frame)
+            dev.executor, self._device_work, strategy, frame)
         rec["emu_wait_ms"] = round((t_exec - t_submit) * 1000, 3)
-        host_ms = self.calibration.get(strategy, 0.0)
-        head_ms = max(head_s * 1000, dev.cpu.target_ms(host_ms)) if host_ms else 0.0
-        encode_ms = dev.cpu.target_ms(enc_s * 1000)
-        await sleep_until(t_exec + (head_ms + encode_ms) / 1000)
+        if dev.cpu is None:  # capped: the time it took is the device's time
+            head_ms, encode_ms = head_s * 1000, enc_s * 1000
+        else:
+            host_ms = self.calibration.get(strategy, 0.0)
+            head_ms = max(head_s * 1000, dev.cpu.target_ms(host_ms)) if host_ms else 0.0
+            encode_ms = dev.cpu.target_ms(enc_s * 1000)
+            await sleep_until(t_exec + (head_ms + encode_ms) / 1000)
         rec["head_ms"] = round(head_ms, 3)
         rec["encode_ms"] = round(encode_ms, 3)
         return payload, header
@@ -285,7 +325,10 @@ class DevicePool:
         for dev in self._devices:
             if dev.conn is not None:
                 dev.conn.close()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        for executor in [self._executor, *self._class_executors.values()]:
+            executor.shutdown(wait=True, cancel_futures=True)
+        for cap in self._caps:
+            cap.close()
 
 
 class RejectedError(Exception):

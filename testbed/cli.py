@@ -74,6 +74,7 @@ def _run(topo: Topology, topology_file: str, out: Path, err: Console) -> int:
     from testbed.experiment import run_experiment
     from testbed.progress import Progress
     from testbed.report import print_summary
+    from throttling.cpu import CpuCapUnavailable
     from throttling.links import BackendUnavailable
 
     err.print(f"splitbed: {topology_file} -> {out}/")
@@ -82,8 +83,9 @@ def _run(topo: Topology, topology_file: str, out: Path, err: Console) -> int:
     except KeyboardInterrupt:
         err.print(f"[yellow]interrupted[/yellow]: partial results kept in {out}/ (summary.json says partial)")
         return 130
-    except BackendUnavailable as e:
-        print(f"{topology_file}: throttling.backend: {e}", file=sys.stderr)
+    except (BackendUnavailable, CpuCapUnavailable) as e:
+        key = "throttling.cpu" if isinstance(e, CpuCapUnavailable) else "throttling.backend"
+        print(f"{topology_file}: {key}: {e}", file=sys.stderr)
         return 2
     except Exception as e:  # noqa: BLE001 - reported with the folder that holds what was measured
         err.print(f"[red]run failed[/red]: {type(e).__name__}: {e}\npartial results kept in {out}/")

@@ -147,6 +147,7 @@ class Throttling(_Frozen):
     netem: bool = True  # let the kernel do delay/jitter/loss where sch_netem exists
     trace_update_ms: Annotated[float, Field(ge=100)] = 1000.0  # tc backend: how often a traced rate is set
     check_links: bool = False  # measure every link per backend before the run (see --check-links)
+    cpu: Literal["timescale", "cgroup", "auto"] = "timescale"  # device CPU: time scaling or real cgroup caps
 
 
 class RaySpec(_Frozen):

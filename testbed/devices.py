@@ -20,6 +20,7 @@ from throttling.trace import MahimahiTrace, trace_offset_ms
 class DeviceSpec:
     device_id: int
     group: str
+    device_class: str
     link: LinkParams
     speed: float
     compute_power_w: float
@@ -50,7 +51,7 @@ def device_table(topo: Topology) -> list[DeviceSpec]:
         radio = RadioModel(net.radio.alpha_up_mw_per_mbps, net.radio.alpha_down_mw_per_mbps, net.radio.beta_mw)
         link = topo.link_for(g)
         for _ in range(g.count):
-            out.append(DeviceSpec(len(out), g.name or f"group{gi}", link, dc.speed, dc.compute_power_w,
+            out.append(DeviceSpec(len(out), g.name or f"group{gi}", g.device_class, link, dc.speed, dc.compute_power_w,
                                   radio, g.arrival))
     return out
 

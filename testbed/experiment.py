@@ -29,7 +29,7 @@ from testbed.host import host_facts
 from testbed.metrics import percentile, ratios, summarize_strategies
 from testbed.progress import Progress
 from testbed.results import RunFolder
-from throttling.cpu import MECHANISM as CPU_MECHANISM
+from throttling.cpu import CpuMechanism, choose_cpu
 from throttling.links import LinkBackend, choose_backend
 
 POLL_S = 1.0
@@ -52,12 +52,13 @@ class RunState:
     error: str | None = None
     backend: LinkBackend = field(default_factory=lambda: LinkBackend("userspace"))
     link_check: list[dict[str, Any]] = field(default_factory=list)
+    cpu: CpuMechanism = field(default_factory=lambda: choose_cpu("timescale", ""))
 
 
 class Actors:
     """The run's Ray actors; `close()` drains what they hold and kills them."""
 
-    def __init__(self, topo: Topology, net: dict[str, Any] | None):
+    def __init__(self, topo: Topology, net: dict[str, Any] | None, cpu: dict[str, str]):
         import ray
 
         from actors.cloud_server import CloudServer
@@ -73,7 +74,7 @@ class Actors:
                        for i in range(c.replicas)]
         slices = pool_slices(topo.device_count, p.devices_per_pool)
         self.pools: list[Any] = [pool_cls.options(num_cpus=p.num_cpus, max_concurrency=10_000)
-                                 .remote(i, js, list(ids), net) for i, ids in enumerate(slices)]
+                                 .remote(i, js, list(ids), net, cpu) for i, ids in enumerate(slices)]
 
     def start(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Cloud model load and pool model load + calibration overlap; then devices connect."""
@@ -117,6 +118,10 @@ def run_experiment(topo: Topology, topology_file: str, out_dir: Path,
             if topo.throttling.check_links:
                 state.link_check = _check_links(state, progress)
             net = _kernel_links(state, stack) if state.backend.name == "tc" else None
+            state.cpu = choose_cpu(topo.throttling.cpu, f"{os.getpid()}")
+            progress.note(f"cpu: {state.cpu.description}")
+            if state.cpu.name == "cgroup":
+                stack.callback(_sweep_cgroups, state.cpu.run_id)  # whatever a killed pool left
             state.ray_info = stack.enter_context(ray_session(topo.ray.address, _cpus_needed(topo),
                                                              _gpus_needed(topo)))
             _run_on_ray(state, folder, progress, net)
@@ -132,6 +137,12 @@ def run_experiment(topo: Topology, topology_file: str, out_dir: Path,
         folder.write_summary(build_summary(state))
         folder.close()
     return build_summary(state)
+
+
+def _sweep_cgroups(run_id: str) -> None:
+    from throttling.cgroup import PREFIX, sweep
+
+    sweep(prefix=f"{PREFIX}{run_id}")
 
 
 def _check_links(state: RunState, progress: Progress) -> list[dict[str, Any]]:
@@ -160,7 +171,7 @@ def _kernel_links(state: RunState, stack: contextlib.ExitStack) -> dict[str, Any
 
 
 def _run_on_ray(state: RunState, folder: RunFolder, progress: Progress, net: dict[str, Any] | None) -> None:
-    actors = Actors(state.topo, net)
+    actors = Actors(state.topo, net, state.cpu.to_dict())
     try:
         progress.note("starting actors: model load and calibration")
         state.replicas, state.pools = actors.start()
@@ -226,10 +237,11 @@ def build_summary(state: RunState) -> dict[str, Any]:
         "host": host_facts(),
         "ray": state.ray_info,
         "backends": {"link": state.backend.describe(), "link_backend": state.backend.to_dict(),
-                     "cpu": CPU_MECHANISM,
+                     "cpu": state.cpu.description, "cpu_mechanism": state.cpu.name,
                      "cloud_device": sorted({r.get("device_name", "?") + f" ({r.get('device')})"
                                              for r in state.replicas})},
         "calibration_host_ms": {f"pool{p['pool']}": p["calibration_host_ms"] for p in state.pools},
+        "cpu_caps": {f"pool{p['pool']}": p["cpu_caps"] for p in state.pools if p.get("cpu_caps")},
         "split_catalogue": state.replicas[0]["split_catalogue"] if state.replicas else None,
         "phases_done": state.phases_done,
         "strategies": per_strategy,
@@ -250,10 +262,15 @@ def _fidelity(records: list[dict[str, Any]]) -> dict[str, Any]:
     def p95(key: str) -> float:
         return percentile([float(r[key]) for r in records if r[key] is not None], 95)
 
+    rel = [100 * (float(r["uplink_ms"]) - float(r["uplink_ideal_ms"])) / float(r["uplink_ideal_ms"])
+           for r in records if r["status"] == "completed" and r["uplink_ideal_ms"]]
     return {
+        "uplink_vs_configured_pct": {"p50": percentile(rel, 50), "p95": percentile(rel, 95), "n": len(rel)},
         "uplink_error_ms_p95": p95("uplink_error_ms"),
         "emu_wait_ms_p95": p95("emu_wait_ms"),
-        "note": ("uplink_error_ms: real write of the last byte minus its planned time; "
+        "note": ("uplink_vs_configured_pct: measured uplink time against bytes/rate + one-way delay of the "
+                 "configured link (fixed-rate links; jitter and queueing behind a device's own earlier "
+                 "frames widen it); uplink_error_ms: real write of the last byte minus its planned time; "
                  "emu_wait_ms: time a device waited for its pool's shared executor (an emulation "
                  "artefact kept out of device compute time; large values mean the host is overloaded)"),
     }

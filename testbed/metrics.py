@@ -18,7 +18,7 @@ REQUEST_COLUMNS = (
     "strategy", "phase", "device_id", "group", "request_id", "t_arrival_s", "status", "reason",
     "bytes_up", "bytes_down", "emu_wait_ms", "head_ms", "encode_ms", "uplink_ms", "queue_ms",
     "cloud_ms", "server_ms", "downlink_ms", "e2e_ms", "energy_mj", "energy_compute_mj",
-    "energy_radio_mj", "replica", "batch_size", "uplink_error_ms", "lost_packets", "top1",
+    "energy_radio_mj", "replica", "batch_size", "uplink_ideal_ms", "uplink_error_ms", "lost_packets", "top1",
 )
 
 LOAD_COLUMNS = (

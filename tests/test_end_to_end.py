@@ -192,3 +192,87 @@ def test_tc_backend_run_shapes_in_namespaces_and_removes_them(tmp_path):
         ideal = 35 + int(r["bytes_up"]) * 8 / 5850
         assert ideal * 0.95 - 1 <= float(r["uplink_ms"]) <= ideal * 1.10 + 5
     assert set(list_namespaces()) == before
+
+
+def _cgroups_ok() -> tuple[bool, str]:
+    from throttling.cgroup import detect
+
+    support = detect()
+    return support.writable, support.reason or "usable"
+
+
+CGROUPS_OK, CGROUPS_WHY = _cgroups_ok()
+kernel_mechanisms = pytest.mark.skipif(not (KERNEL_OK and CGROUPS_OK),
+                                       reason=f"needs tc ({KERNEL_WHY}) and cgroup caps ({CGROUPS_WHY})")
+
+
+def _leftovers() -> set[str]:
+    from throttling.cgroup import detect
+    from throttling.netns import list_namespaces
+
+    root = detect().root or ""
+    groups = {g for g in os.listdir(root) if g.startswith("splitbed-")} if root else set()
+    return {n for n in list_namespaces() if n.startswith("splitbed-")} | groups
+
+
+KERNEL_RUN = ["--set", "throttling.backend=tc", "--set", "throttling.cpu=cgroup", "--set", "warmup_s=0",
+              "--set", "strategies=[butterfly]"]
+
+
+@kernel_mechanisms
+def test_capped_run_reaches_the_calibrated_head_time_and_leaves_nothing(tmp_path):
+    out = tmp_path / "run"
+    before = _leftovers()
+    proc = subprocess.run([sys.executable, str(ROOT / "run.py"), str(ROOT / "topologies/smoke.yaml"), "--out", str(out),
+                           *KERNEL_RUN, "--set", "duration_s=4"], capture_output=True, text=True, timeout=500, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "cgroup v1 cpu.cfs_quota_us cap" in proc.stderr or "cgroup v2 cpu.max cap" in proc.stderr
+    s = json.loads((out / "summary.json").read_text())
+    assert s["backends"]["cpu_mechanism"] == "cgroup"
+    cap = s["cpu_caps"]["pool0"]["phone"]
+    assert cap["achieved_ms"] == pytest.approx(cap["target_ms"], rel=0.10)
+    heads = [float(r["head_ms"]) for r in _rows(out / "requests.csv") if r["status"] == "completed"]
+    # the head now runs under the real cap: its median time is the calibrated one (host load adds spread)
+    assert sorted(heads)[len(heads) // 2] == pytest.approx(cap["target_ms"], rel=0.25)
+    assert _leftovers() == before
+
+
+@kernel_mechanisms
+def test_failing_run_leaves_nothing(tmp_path):
+    bad = tmp_path / "weights.pt"
+    bad.write_bytes(b"not a state dict")
+    before = _leftovers()
+    proc = subprocess.run([sys.executable, str(ROOT / "run.py"), str(ROOT / "topologies/smoke.yaml"),
+                           "--out", str(tmp_path / "run"), *KERNEL_RUN, "--set", f"model.weights={bad}"],
+                          capture_output=True, text=True, timeout=500, cwd=ROOT)
+    assert proc.returncode == 1 and "run failed" in proc.stderr
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "failed"
+    assert _leftovers() == before
+
+
+@kernel_mechanisms
+def test_killed_run_is_swept_by_cleanup(tmp_path):
+    out = tmp_path / "run"
+    before, ray_before = _leftovers(), _ray_pids()
+    proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), str(ROOT / "topologies/smoke.yaml"), "--out", str(out),
+                             *KERNEL_RUN, "--set", "duration_s=60"], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while not ((out / "requests.csv").exists() and len(_rows(out / "requests.csv")) >= 2):
+            assert time.monotonic() < deadline, "no request finished in time"
+            time.sleep(0.5)
+        left = _leftovers() - before
+        assert any(n.endswith("-c") for n in left) and any("splitbed-" in n for n in left)
+        proc.kill()  # SIGKILL: no finally runs in the driver
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for pid in _wait_gone(_ray_pids() - ray_before, timeout_s=20):  # only what this run started
+            psutil.Process(pid).kill()
+        cleanup = subprocess.run([sys.executable, str(ROOT / "run.py"), "--cleanup"], capture_output=True, text=True,
+                                 timeout=120, cwd=ROOT)
+    assert cleanup.returncode == 0 and "network namespaces: removed" in cleanup.stdout
+    assert _leftovers() == before
+    assert json.loads((out / "summary.json").read_text())["partial"] is True  # what was measured stays readable

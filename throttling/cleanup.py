@@ -6,8 +6,11 @@ are found by name (as Mininet's `mn -c` does) and removed.
 
 from __future__ import annotations
 
-from throttling import netns
+from throttling import cgroup, netns
 
 
 def sweep_all() -> dict[str, list[str]]:
-    return {"network namespaces": netns.sweep()}
+    out = {"network namespaces": netns.sweep()}
+    support = cgroup.detect()
+    out["cgroups"] = cgroup.sweep(support=support) if support.writable else []
+    return out

@@ -8,7 +8,9 @@ If the real compute overruns its target (the host is overloaded), the request
 keeps the longer, real time and the overrun is counted.
 
 This is labelled "time-scaled" in every run's output: it stretches time, it
-does not cap the CPU (cgroup caps are a separate backend).
+does not cap the CPU. `throttling.cpu: cgroup` uses real caps instead
+(`throttling.cgroup`), calibrated to the same target time; `auto` picks caps
+where this process can create cgroups and says why when it cannot.
 """
 
 from __future__ import annotations
@@ -28,3 +30,31 @@ class TimeScaledCpu:
 
     def target_ms(self, host_ms: float) -> float:
         return host_ms / self.speed
+
+
+class CpuCapUnavailable(RuntimeError):
+    """The topology asks for cgroup caps and this machine cannot provide them."""
+
+
+@dataclass(frozen=True)
+class CpuMechanism:
+    name: str  # "timescale" | "cgroup"
+    description: str
+    run_id: str = ""
+
+    def to_dict(self) -> dict[str, str]:
+        return {"name": self.name, "description": self.description, "run_id": self.run_id}
+
+
+def choose_cpu(requested: str, run_id: str) -> CpuMechanism:
+    if requested == "timescale":
+        return CpuMechanism("timescale", MECHANISM)
+    from throttling import cgroup
+
+    support = cgroup.detect()
+    if support.writable:
+        return CpuMechanism("cgroup", cgroup.describe(support) + "; one capped thread per device class and pool",
+                            run_id)
+    if requested == "cgroup":
+        raise CpuCapUnavailable(f"throttling.cpu is cgroup, but {support.reason}")
+    return CpuMechanism("timescale", f"{MECHANISM} [auto: no cgroup caps here: {support.reason}]")
