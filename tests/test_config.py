@@ -32,6 +32,8 @@ def test_minimal_topology_loads_with_profiles(write_topology, minimal_yaml):
 
 @pytest.mark.parametrize("path", sorted((ROOT / "topologies").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_topologies_are_valid(path):
+    if "traces" in path.name and not (ROOT.parent / "shared" / "traces" / "mahimahi").is_dir():
+        pytest.skip("the Mahimahi traces (shared/traces beside the checkout) are not here")
     assert load_topology(path).device_count >= 1
 
 
