@@ -14,7 +14,7 @@ sys.path.insert(0, str(ROOT))
 
 @pytest.fixture
 def write_topology(tmp_path):
-    """Write a topology YAML (text) to a temp file and return its path."""
+    """Write text (a topology, a trace) to a temp file and return its path."""
 
     def _write(text: str, name: str = "topo.yaml") -> Path:
         path = tmp_path / name

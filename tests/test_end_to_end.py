@@ -254,8 +254,8 @@ def test_failing_run_leaves_nothing(tmp_path):
 def test_killed_run_is_swept_by_cleanup(tmp_path):
     out = tmp_path / "run"
     before, ray_before = _leftovers(), _ray_pids()
-    proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), str(ROOT / "topologies/smoke.yaml"), "--out", str(out),
-                             *KERNEL_RUN, "--set", "duration_s=60"], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), str(ROOT / "topologies/smoke.yaml"),
+                             "--out", str(out), *KERNEL_RUN, "--set", "duration_s=60"], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 240

@@ -35,13 +35,9 @@ REAL = {
 
 
 @pytest.fixture
-def write_trace(tmp_path):
-    def _write(text: str, name: str = "t.up") -> Path:
-        path = tmp_path / name
-        path.write_text(text)
-        return path
-
-    return _write
+def write_trace(write_topology):
+    """Writes a temp file (the conftest fixture does that for any text)."""
+    return lambda text, name="t.up": write_topology(text, name)
 
 
 def hand_count(ts: list[int], start_ms: float, end_ms: float, loops: int = 50) -> int:
