@@ -8,6 +8,7 @@ output folder then holds a summary marked partial), 1 for any other failure.
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 import time
@@ -26,6 +27,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="override a topology field, e.g. --set devices.count=10 (repeatable)")
     p.add_argument("--address", help="join an existing Ray cluster ('auto' or HOST:PORT) instead of "
                                      "starting an embedded one")
+    p.add_argument("--sweep", metavar="KEY.PATH=V1,V2,...",
+                   help="run once per value (e.g. devices.count=10,50,100) and write sweep.csv and sweep.png")
     p.add_argument("--validate", action="store_true", help="check the topology and exit")
     p.add_argument("--catalogue", action="store_true", help="print the model's split catalogue and exit")
     p.add_argument("--check-links", action="store_true",
@@ -67,10 +70,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     out = args.out or Path("results") / f"{topo.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    if args.sweep:
+        return _sweep(args.topology, overrides, args.sweep, out, err)
     return _run(topo, args.topology, out, err)
 
 
-def _run(topo: Topology, topology_file: str, out: Path, err: Console) -> int:
+def _run(topo: Topology, topology_file: str, out: Path, err: Console, quiet: bool = False) -> int:
     from testbed.experiment import run_experiment
     from testbed.progress import Progress
     from testbed.report import print_summary
@@ -90,11 +95,55 @@ def _run(topo: Topology, topology_file: str, out: Path, err: Console) -> int:
     except Exception as e:  # noqa: BLE001 - reported with the folder that holds what was measured
         err.print(f"[red]run failed[/red]: {type(e).__name__}: {e}\npartial results kept in {out}/")
         return 1
+    if quiet:
+        return 0
     console = Console()
     if not console.is_terminal:
         console = Console(width=140)  # files and CI logs: wide enough for the tables
     print_summary(summary, str(out), console)
     return 0
+
+
+def _sweep(topology_file: str, overrides: list[str], spec: str, out: Path, err: Console) -> int:
+    from testbed import sweep
+
+    try:
+        key, values = sweep.parse_sweep(spec)
+        points = sweep.load_points(topology_file, overrides, key, values)
+    except (ValueError, ConfigError) as e:
+        print(f"invalid sweep:\n{e}", file=sys.stderr)
+        return 2
+    out.mkdir(parents=True, exist_ok=True)
+    table = sweep.SweepTable(out / "sweep.csv")
+    status = 0
+    try:
+        for value, topo in zip(values, points, strict=True):
+            err.print(f"[bold]sweep {key}={value}[/bold]")
+            status = _run(topo, topology_file, out / sweep.folder_name(key, value), err, quiet=True)
+            if status != 0:
+                break
+            summary = json.loads((out / sweep.folder_name(key, value) / "summary.json").read_text())
+            table.append(sweep.point_rows(value, topo, summary))
+    finally:
+        table.close()
+        if table.rows:
+            sweep.plot(table.rows, key, out / "sweep.png")
+            _print_sweep(table.rows, key, out)
+    return status
+
+
+def _print_sweep(rows: list[dict[str, object]], key: str, out: Path) -> None:
+    from testbed.sweep import saturation_points
+
+    print(f"{key:>16} {'strategy':<12}{'offered/s':>10}{'done/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'rejected':>9}"
+          f"{'busy':>7}")
+    for r in rows:
+        busy = r["server_busy_fraction"]
+        print(f"{r['value']!s:>16} {r['strategy']!s:<12}{r['offered_rps']:>10.2f}{r['throughput_rps']:>8.2f}"
+              f"{r['p50_ms']:>9.1f}{r['p99_ms']:>9.1f}{r['rejected']:>9}{busy if busy is None else f'{busy:.0%}':>7}")
+    for strategy, value in saturation_points(rows).items():
+        print(f"{strategy}: " + (f"saturated from {key}={value}" if value else "kept up at every point"))
+    print(f"sweep: {out}/sweep.csv, {out}/sweep.png, one folder per point")
 
 
 def _cleanup() -> int:

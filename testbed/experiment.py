@@ -42,6 +42,7 @@ class RunState:
     started_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     t0: float = field(default_factory=time.monotonic)
     records: list[dict[str, Any]] = field(default_factory=list)
+    busy_by_strategy: dict[str, list[float]] = field(default_factory=dict)
     phase: str = "starting"
     phases_done: list[str] = field(default_factory=list)
     ray_info: dict[str, Any] = field(default_factory=dict)
@@ -205,6 +206,8 @@ def _run_phase(state: RunState, folder: RunFolder, progress: Progress, actors: A
 def _collect(state: RunState, folder: RunFolder, progress: Progress, actors: Actors) -> None:
     records, load = actors.drain(state.phase)
     state.records.extend(records)
+    for row in load:
+        state.busy_by_strategy.setdefault(row["strategy"], []).append(row["busy_fraction"])
     folder.requests.append(records)
     folder.server_load.append(load)
     progress.update(records)
@@ -247,6 +250,7 @@ def build_summary(state: RunState) -> dict[str, Any]:
         "strategies": per_strategy,
         "comparison": ratios(per_strategy),
         "replicas": [_replica_summary(s, state) for s in state.replica_stats],
+        "server_busy_by_strategy": {s: sum(v) / len(v) for s, v in state.busy_by_strategy.items() if v},
         "fidelity": _fidelity(state.records),
         "link_check": state.link_check,
     }
