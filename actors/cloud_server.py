@@ -27,7 +27,7 @@ from testbed import codec
 from testbed.batching import DynamicBatcher
 from testbed.clock import BOOT_ID, now
 from testbed.config import Topology
-from testbed.host import cpu_model
+from testbed.host import cpu_model, ray_node_id, ray_node_ip
 from testbed.wire import ProtocolError, encode_frame, read_frame
 from throttling.netns import socket_in_netns
 from throttling.shaper import LinkDirection, LinkShaper
@@ -104,7 +104,7 @@ class CloudServer:
 
         The ingress listens on this node's Ray address (127.0.0.1 for an embedded Ray).
         """
-        host = host or _node_ip()
+        host = host or ray_node_ip()
         loop = asyncio.get_running_loop()
         info = await loop.run_in_executor(self._executor, self._build)
         cloud = self.topo.cloud
@@ -120,7 +120,8 @@ class CloudServer:
             self._server = await asyncio.start_server(self._serve, sock=sock, limit=2**20)
         port = self._server.sockets[0].getsockname()[1]
         self._spawn(self._sample_load())
-        return {"replica": self.replica, "host": host, "port": port, "pid": os.getpid(), **info}
+        return {"replica": self.replica, "host": host, "port": port, "pid": os.getpid(), "node_id": ray_node_id(),
+                **info}
 
     def _build(self) -> dict[str, Any]:
         import torch
@@ -280,14 +281,3 @@ class CloudServer:
             "busy_s": s.busy_s, "max_queue_depth": s.max_queue_depth,
             "batch_histogram": {str(k): v for k, v in sorted(s.batch_histogram.items())},
         }
-
-
-def _node_ip() -> str:
-    try:
-        import ray
-
-        if ray.is_initialized():
-            return str(ray.util.get_node_ip_address())
-    except ImportError:
-        pass
-    return "127.0.0.1"

@@ -28,6 +28,7 @@ from testbed.clock import now, same_clock, sleep_until
 from testbed.config import Topology
 from testbed.devices import DeviceSpec, arrivals, device_table
 from testbed.energy import compute_energy_mj, radio_energy_mj
+from testbed.host import ray_node_id
 from testbed.metrics import new_record
 from testbed.wire import ProtocolError, encode_frame, read_frame
 from throttling.cpu import TimeScaledCpu
@@ -140,7 +141,7 @@ class DevicePool:
                 addr = replicas[spec.device_id % len(replicas)]
                 dev.conn = await self._connect(spec, addr)
             self._devices.append(dev)
-        return {"pool": self.pool_id, "pid": os.getpid(), "devices": len(self.specs),
+        return {"pool": self.pool_id, "pid": os.getpid(), "node_id": ray_node_id(), "devices": len(self.specs),
                 "calibration_host_ms": self.calibration, "cpu_caps": self.cap_calibration}
 
     def _build(self) -> None:

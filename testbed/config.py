@@ -130,12 +130,14 @@ class Cloud(_Frozen):
     torch_threads: PosInt = 1
     num_cpus: NonNegFloat = 1.0
     num_gpus: NonNegFloat = 0.0
+    resources: dict[str, NonNegFloat] = {}  # Ray custom resources per replica, e.g. {cloud: 1}
 
 
 class Pools(_Frozen):
     devices_per_pool: PosInt = 100
     torch_threads: PosInt = 1
     num_cpus: NonNegFloat = 1.0
+    resources: dict[str, NonNegFloat] = {}  # Ray custom resources per pool, e.g. {edge: 1}; pools are spread
 
 
 class Throttling(_Frozen):

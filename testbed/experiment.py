@@ -71,10 +71,12 @@ class Actors:
         pool_cls: Any = ray.remote(DevicePool)
         c, p = topo.cloud, topo.pools
         self.clouds: list[Any] = [cloud_cls.options(num_cpus=c.num_cpus, num_gpus=c.num_gpus,
-                                         max_concurrency=10_000).remote(i, js, net)
+                                                    resources=dict(c.resources), max_concurrency=10_000)
+                                  .remote(i, js, net)
                        for i in range(c.replicas)]
         slices = pool_slices(topo.device_count, p.devices_per_pool)
-        self.pools: list[Any] = [pool_cls.options(num_cpus=p.num_cpus, max_concurrency=10_000)
+        self.pools: list[Any] = [pool_cls.options(num_cpus=p.num_cpus, resources=dict(p.resources),
+                                                  scheduling_strategy="SPREAD", max_concurrency=10_000)
                                  .remote(i, js, list(ids), net, cpu) for i, ids in enumerate(slices)]
 
     def start(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -124,7 +126,7 @@ def run_experiment(topo: Topology, topology_file: str, out_dir: Path,
             if state.cpu.name == "cgroup":
                 stack.callback(_sweep_cgroups, state.cpu.run_id)  # whatever a killed pool left
             state.ray_info = stack.enter_context(ray_session(topo.ray.address, _cpus_needed(topo),
-                                                             _gpus_needed(topo)))
+                                                             _gpus_needed(topo), _resources_needed(topo)))
             _run_on_ray(state, folder, progress, net)
         state.status = "complete"
     except KeyboardInterrupt:
@@ -222,6 +224,15 @@ def _gpus_needed(topo: Topology) -> float:
     return topo.cloud.replicas * topo.cloud.num_gpus
 
 
+def _resources_needed(topo: Topology) -> dict[str, float]:
+    pools = len(pool_slices(topo.device_count, topo.pools.devices_per_pool))
+    out: dict[str, float] = {}
+    for n, wanted in ((pools, topo.pools.resources), (topo.cloud.replicas, topo.cloud.resources)):
+        for name, amount in wanted.items():
+            out[name] = out.get(name, 0.0) + n * amount
+    return out
+
+
 def build_summary(state: RunState) -> dict[str, Any]:
     topo = state.topo
     windows: dict[str, float] = {s: topo.duration_s for s in topo.strategies if s in state.phases_done}
@@ -243,6 +254,8 @@ def build_summary(state: RunState) -> dict[str, Any]:
                      "cpu": state.cpu.description, "cpu_mechanism": state.cpu.name,
                      "cloud_device": sorted({r.get("device_name", "?") + f" ({r.get('device')})"
                                              for r in state.replicas})},
+        "placement": {"pools": {f"pool{p['pool']}": p.get("node_id") for p in state.pools},
+                      "replicas": {f"replica{r['replica']}": r.get("node_id") for r in state.replicas}},
         "calibration_host_ms": {f"pool{p['pool']}": p["calibration_host_ms"] for p in state.pools},
         "cpu_caps": {f"pool{p['pool']}": p["cpu_caps"] for p in state.pools if p.get("cpu_caps")},
         "split_catalogue": state.replicas[0]["split_catalogue"] if state.replicas else None,

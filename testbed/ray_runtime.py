@@ -22,7 +22,10 @@ from typing import Any
 
 
 @contextmanager
-def ray_session(address: str | None, num_cpus: float, num_gpus: float) -> Iterator[dict[str, Any]]:
+def ray_session(address: str | None, num_cpus: float, num_gpus: float,
+                resources: dict[str, float] | None = None) -> Iterator[dict[str, Any]]:
+    """Embedded Ray sized for the topology (custom resources included, so a topology written for
+    a cluster runs locally unchanged), or a connection to an existing cluster."""
     if address is None:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
@@ -32,7 +35,7 @@ def ray_session(address: str | None, num_cpus: float, num_gpus: float) -> Iterat
     if address is None:
         kwargs.update(num_cpus=max(int(-(-num_cpus // 1)), os.cpu_count() or 1),
                       num_gpus=int(-(-num_gpus // 1)) or None)
-        kwargs.update(_node_ip_address="127.0.0.1")
+        kwargs.update(_node_ip_address="127.0.0.1", resources=dict(resources or {}))
     else:
         kwargs["address"] = address
     started_here = not ray.is_initialized()
@@ -47,7 +50,9 @@ def ray_session(address: str | None, num_cpus: float, num_gpus: float) -> Iterat
                "address": getattr(ctx, "address_info", {}).get("gcs_address") if ctx is not None else None,
                "node_ip": ray.util.get_node_ip_address(),
                "ray_version": ray.__version__,
-               "cluster_resources": ray.cluster_resources()}
+               "cluster_resources": ray.cluster_resources(),
+               "nodes": {n["NodeID"]: {"ip": n["NodeManagerAddress"], "resources": n["Resources"]}
+                         for n in ray.nodes() if n.get("Alive")}}
     finally:
         if started_here:
             ray.shutdown()

@@ -128,8 +128,9 @@ def plot(rows: list[dict[str, Any]], key: str, path: Path) -> Path:
             pts = [(xs_all[r["value"]], r[col]) for r in rows if r["strategy"] == strategy and r[col] is not None]
             if pts:
                 line = ax.plot(*zip(*pts, strict=True), marker="o", label=strategy)[0]
-                if sat.get(strategy) is not None:
-                    ax.axvline(xs_all[sat[strategy]], color=line.get_color(), linestyle=":", alpha=0.7)
+                first = sat.get(strategy)
+                if first is not None:
+                    ax.axvline(xs_all[first], color=line.get_color(), linestyle=":", alpha=0.7)
         if col == "throughput_rps":
             offered = sorted({(xs_all[r["value"]], r["offered_rps"]) for r in rows})
             ax.plot(*zip(*offered, strict=True), color="grey", linestyle="--", label="offered")
