@@ -193,7 +193,7 @@ class CloudServer:
                 self._window.rejected += 1
             reply = {"type": "result", "id": rid, "status": "rejected",
                      "reason": f"queue_full (limit {self.topo.cloud.queue_limit})",
-                     "replica": self.replica, "server_ms": (now() - job.t_received) * 1000}
+                     "replica": self.replica, "server_ms": (now() - job.t_received) * 1000, "queue_depth": queued}
             await self._reply(shaper, writer, reply)
             return
         self._in_flight += 1
@@ -209,6 +209,7 @@ class CloudServer:
         finally:
             self._in_flight -= 1
         reply["server_ms"] = (now() - job.t_received) * 1000
+        reply["queue_depth"] = sum(b.queued for b in self._batchers.values())  # for the devices' balancers
         await self._reply(shaper, writer, reply)
 
     async def _reply(self, shaper: LinkShaper, writer: asyncio.StreamWriter, reply: dict[str, Any]) -> None:

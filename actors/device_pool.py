@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from testbed import codec
+from testbed.balancing import ReplicaChooser
 from testbed.clock import now, same_clock, sleep_until
 from testbed.config import Topology
 from testbed.devices import DeviceSpec, arrivals, device_table
@@ -43,9 +44,10 @@ FRAMES_PER_POOL = 32
 class Connection:
     """A device's TCP connection to its cloud replica; responses are matched by request id."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, shaper: LinkShaper):
-        self.reader, self.writer, self.uplink = reader, writer, shaper
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self.reader, self.writer = reader, writer
         self.pending: dict[int, asyncio.Future[tuple[dict[str, Any], int, float]]] = {}
+        self.reported_queue = 0  # the replica's queue depth in its last answer (load balancing)
         self.task = asyncio.create_task(self._read_loop())
 
     async def _read_loop(self) -> None:
@@ -53,6 +55,7 @@ class Connection:
         try:
             while True:
                 header, _, nbytes = await read_frame(self.reader)
+                self.reported_queue = int(header.get("queue_depth", self.reported_queue))
                 fut = self.pending.pop(int(header.get("id", -1)), None)
                 if fut is not None and not fut.done():
                     fut.set_result((header, nbytes, now()))
@@ -74,7 +77,9 @@ class Device:
     spec: DeviceSpec
     cpu: TimeScaledCpu | None  # None: a real cgroup cap slows the compute thread
     executor: ThreadPoolExecutor
-    conn: Connection | None = None
+    chooser: ReplicaChooser
+    uplink: LinkShaper  # one radio link, shared by the device's connections
+    conns: list[Connection] = field(default_factory=list)  # one per replica it may use
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -133,13 +138,15 @@ class DevicePool:
         cap.attach_thread()
 
     async def connect(self, replicas: list[dict[str, Any]]) -> dict[str, Any]:
-        """Open every device's connection to its replica (round robin by device id)."""
+        """Open each device's connections: to one replica (static) or to every replica it balances over."""
         for spec in self.specs:
             capped = self._class_executors.get(spec.device_class)
-            dev = Device(spec, None if capped else TimeScaledCpu(spec.speed), capped or self._executor)
+            chooser = ReplicaChooser(self.topo.cloud.load_balancing, max(1, len(replicas)), spec.device_id)
+            uplink = LinkShaper(userspace_part(spec.uplink(), self.backend), seed=10_000 + spec.device_id)
+            dev = Device(spec, None if capped else TimeScaledCpu(spec.speed), capped or self._executor, chooser,
+                         uplink)
             if any(s != "device_only" for s in self.topo.strategies):
-                addr = replicas[spec.device_id % len(replicas)]
-                dev.conn = await self._connect(spec, addr)
+                dev.conns = [await self._connect(spec, replicas[i]) for i in chooser.connects_to()]
             self._devices.append(dev)
         return {"pool": self.pool_id, "pid": os.getpid(), "node_id": ray_node_id(), "devices": len(self.specs),
                 "calibration_host_ms": self.calibration, "cpu_caps": self.cap_calibration}
@@ -188,8 +195,7 @@ class DevicePool:
                  "downlink": dataclasses.asdict(down)}
         writer.write(encode_frame(hello))
         await writer.drain()
-        uplink = userspace_part(spec.uplink(), self.backend)
-        return Connection(reader, writer, LinkShaper(uplink, seed=10_000 + spec.device_id))
+        return Connection(reader, writer)
 
     # ------------------------------------------------------------ phases
     async def run_phase(self, strategy: str, phase_index: int) -> dict[str, float]:
@@ -242,14 +248,13 @@ class DevicePool:
             return
         if now() >= deadline:  # queued too long on the device: do not send a frame nobody awaits
             raise asyncio.TimeoutError
-        conn = dev.conn
-        assert conn is not None
+        conn = dev.conns[dev.chooser.pick([len(c.pending) for c in dev.conns], [c.reported_queue for c in dev.conns])]
         rid = rec["request_id"]
         fut: asyncio.Future[tuple[dict[str, Any], int, float]] = asyncio.get_running_loop().create_future()
         conn.pending[rid] = fut
         frame = encode_frame({**header, "type": "infer", "id": rid, "kind": strategy}, payload)
         # The send is shielded: cancelling it half-way would corrupt the stream.
-        sent = await asyncio.shield(conn.uplink.send(conn.writer, frame))
+        sent = await asyncio.shield(dev.uplink.send(conn.writer, frame))
         rec["bytes_up"] = sent.nbytes
         rec["uplink_ms"] = round(sent.ms, 3)
         rec["uplink_error_ms"] = round(sent.error_ms, 3)
@@ -324,8 +329,8 @@ class DevicePool:
 
     async def stop(self) -> None:
         for dev in self._devices:
-            if dev.conn is not None:
-                dev.conn.close()
+            for conn in dev.conns:
+                conn.close()
         for executor in [self._executor, *self._class_executors.values()]:
             executor.shutdown(wait=True, cancel_futures=True)
         for cap in self._caps:

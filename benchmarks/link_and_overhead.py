@@ -113,7 +113,7 @@ async def _testbed_rtts(n: int) -> list[float]:
     reader, writer = await asyncio.open_connection(addr["host"], addr["port"])
     hello = {"type": "hello", "seed": 0, "downlink": {"rate_mbps": FAST.rate_mbps, "delay_ms": 0.0}}
     writer.write(encode_frame(hello))
-    conn = Connection(reader, writer, LinkShaper(FAST))
+    conn, uplink = Connection(reader, writer), LinkShaper(FAST)
     feature = np.maximum(np.random.default_rng(0).normal(0.5, 1, (8, 28, 28)), 0).astype(np.float32)
     loop = asyncio.get_running_loop()
     rtts = []
@@ -122,7 +122,7 @@ async def _testbed_rtts(n: int) -> list[float]:
         meta, payload = codec.encode_tensor(feature, "int8", 3)
         fut = loop.create_future()
         conn.pending[rid] = fut
-        await conn.uplink.send(writer, encode_frame({"type": "infer", "id": rid, "kind": "butterfly",
+        await uplink.send(writer, encode_frame({"type": "infer", "id": rid, "kind": "butterfly",
                                                      "codec": meta}, payload))
         await fut
         rtts.append((now() - t0) * 1000)

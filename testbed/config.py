@@ -131,6 +131,7 @@ class Cloud(_Frozen):
     num_cpus: NonNegFloat = 1.0
     num_gpus: NonNegFloat = 0.0
     resources: dict[str, NonNegFloat] = {}  # Ray custom resources per replica, e.g. {cloud: 1}
+    load_balancing: Literal["static", "round_robin", "least_outstanding", "power_of_two"] = "static"
 
 
 class Pools(_Frozen):

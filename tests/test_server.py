@@ -157,3 +157,31 @@ def test_malformed_frames_close_that_connection_only(write_topology, minimal_yam
     recs, stats = asyncio.run(_one_phase(topo, "butterfly", send_garbage))  # the others are still served
     assert recs and all(r["status"] == "completed" for r in recs)
     assert stats["bad_frames"] == 1
+
+
+@pytest.mark.parametrize("policy", ["round_robin", "least_outstanding", "power_of_two"])
+def test_balanced_devices_use_every_replica(write_topology, minimal_yaml, policy):
+    topo = _topology(write_topology, minimal_yaml, "strategies=[butterfly]", "cloud.replicas=2",
+                     f"cloud.load_balancing={policy}", "devices.count=2", "devices.arrival.rate_hz=6")
+
+    async def go():
+        js = topo.model_dump_json()
+        clouds = [CloudServer(i, js) for i in range(2)]
+        addrs = [await c.start("127.0.0.1") for c in clouds]
+        pool = DevicePool(0, js, [0, 1])
+        await pool.prepare()
+        await pool.connect(addrs)
+        try:
+            await pool.run_phase("butterfly", 0)
+            return pool.drain(), [c.stats() for c in clouds], [len(d.conns) for d in pool._devices]
+        finally:
+            await pool.stop()
+            for c in clouds:
+                await c.stop()
+
+    recs, stats, conns = asyncio.run(go())
+    assert conns == [2, 2]  # each device holds a connection to each replica
+    assert all(r["status"] == "completed" for r in recs)
+    per_device = {d: {r["replica"] for r in recs if r["device_id"] == d} for d in (0, 1)}
+    assert per_device == {0: {0, 1}, 1: {0, 1}}
+    assert all(s["completed"] > 0 for s in stats)
