@@ -135,7 +135,11 @@ class Cloud(_Frozen):
 
 
 class Pools(_Frozen):
+    """Device pools. `compute: replay` runs each frame's device side once at start and then replays its
+    bytes and calibrated timings, so large device counts fit a small host and the cloud tier saturates."""
+
     devices_per_pool: PosInt = 100
+    compute: Literal["real", "replay"] = "real"
     torch_threads: PosInt = 1
     num_cpus: NonNegFloat = 1.0
     resources: dict[str, NonNegFloat] = {}  # Ray custom resources per pool, e.g. {edge: 1}; pools are spread
@@ -373,6 +377,9 @@ def _cross_checks(topo: Topology) -> list[Problem]:
             problems.append(Problem(key, "no such file or folder", value, True))
     problems += _trace_problems(topo)
     problems += _subnet_problems(topo)
+    if topo.pools.compute == "replay" and topo.throttling.cpu == "cgroup":
+        problems.append(Problem("throttling.cpu", "cgroup caps need real device compute; pools.compute is replay",
+                                "cgroup", True))
     if topo.throttling.backend == "tc" and topo.ray.address is not None:
         problems.append(Problem("throttling.backend", "tc shapes links in network namespaces on one host; "
                                 "on a cluster use userspace or auto", "tc", True))

@@ -121,7 +121,7 @@ def run_experiment(topo: Topology, topology_file: str, out_dir: Path,
             if topo.throttling.check_links:
                 state.link_check = _check_links(state, progress)
             net = _kernel_links(state, stack) if state.backend.name == "tc" else None
-            state.cpu = choose_cpu(topo.throttling.cpu, f"{os.getpid()}")
+            state.cpu = choose_cpu(topo.throttling.cpu, f"{os.getpid()}", topo.pools.compute == "replay")
             progress.note(f"cpu: {state.cpu.description}")
             if state.cpu.name == "cgroup":
                 stack.callback(_sweep_cgroups, state.cpu.run_id)  # whatever a killed pool left

@@ -185,3 +185,24 @@ def test_balanced_devices_use_every_replica(write_topology, minimal_yaml, policy
     per_device = {d: {r["replica"] for r in recs if r["device_id"] == d} for d in (0, 1)}
     assert per_device == {0: {0, 1}, 1: {0, 1}}
     assert all(s["completed"] > 0 for s in stats)
+
+
+def test_replayed_compute_sends_the_same_kind_of_bytes_without_computing(write_topology, minimal_yaml):
+    topo = _topology(write_topology, minimal_yaml, "strategies=[butterfly]", "pools.compute=replay",
+                     "devices.count=4", "devices.arrival.rate_hz=4")
+
+    async def go():
+        cloud, pool, _ = await _start(topo)
+        try:
+            pool._device_work = None  # any real device compute now would fail the request
+            await pool.run_phase("butterfly", 0)
+            return pool.drain(), pool.calibration["butterfly"]
+        finally:
+            await pool.stop()
+            await cloud.stop()
+
+    recs, host_ms = asyncio.run(go())
+    assert recs and all(r["status"] == "completed" for r in recs), [r["reason"] for r in recs]
+    for r in recs:
+        assert r["emu_wait_ms"] == 0 and r["head_ms"] >= host_ms / 0.5 - 1e-3  # phone: half the host's speed
+        assert 1_000 < r["bytes_up"] < 8 * 28 * 28 + 1_000

@@ -46,7 +46,13 @@ class CpuMechanism:
         return {"name": self.name, "description": self.description, "run_id": self.run_id}
 
 
-def choose_cpu(requested: str, run_id: str) -> CpuMechanism:
+REPLAY = ("replayed: each frame's device output and host timings were computed once at start; every request "
+          "reuses them, stretched to the device's speed (no device compute per request)")
+
+
+def choose_cpu(requested: str, run_id: str, replay: bool = False) -> CpuMechanism:
+    if replay:
+        return CpuMechanism("replay", REPLAY)
     if requested == "timescale":
         return CpuMechanism("timescale", MECHANISM)
     from throttling import cgroup
