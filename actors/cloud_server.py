@@ -27,7 +27,7 @@ from testbed import codec
 from testbed.batching import DynamicBatcher
 from testbed.clock import BOOT_ID, now
 from testbed.config import Topology
-from testbed.host import cpu_model, ray_node_id, ray_node_ip
+from testbed.host import ProcessUsage, cpu_model, ray_node_id, ray_node_ip
 from testbed.wire import ProtocolError, encode_frame, read_frame
 from throttling.netns import socket_in_netns
 from throttling.shaper import LinkDirection, LinkShaper
@@ -62,6 +62,7 @@ class Counters:
     rejected: int = 0
     batch_items: int = 0
     batches: int = 0
+    arrivals: int = 0
 
     def add_batch(self, n: int, busy_s: float) -> None:
         self.batches += 1
@@ -76,7 +77,6 @@ class Counters:
 
 @dataclass
 class ServerStats(Counters):
-    requests: int = 0
     bad_frames: int = 0
     max_queue_depth: int = 0
     batch_histogram: dict[int, int] = field(default_factory=dict)
@@ -171,7 +171,9 @@ class CloudServer:
                     continue
                 if kind != "infer" or shaper is None or header.get("kind") not in KINDS:
                     raise ProtocolError(f"unexpected frame type {kind!r} / kind {header.get('kind')!r}")
-                self._stats.requests += 1
+                with self._counters_lock:
+                    self._stats.arrivals += 1
+                    self._window.arrivals += 1
                 self._spawn(self._handle(Job(header["kind"], header, payload, t_received), shaper, writer))
         except EOFError:
             pass
@@ -250,6 +252,7 @@ class CloudServer:
 
     # ------------------------------------------------------------ load reports
     async def _sample_load(self) -> None:
+        usage = ProcessUsage(gpu=self.device == "cuda")
         t_prev = now()
         t_start = t_prev
         while True:
@@ -261,6 +264,7 @@ class CloudServer:
             t_prev = t
             self._load_rows.append({
                 "replica": self.replica, "t_s": round(t - t_start, 3),
+                "arrivals_per_s": round(w.arrivals / dt, 3), **usage.sample(),
                 "queue_depth": sum(b.queued for b in self._batchers.values()),
                 "in_flight": self._in_flight,
                 "batch_size": round(w.mean_batch_size, 3),
@@ -276,7 +280,7 @@ class CloudServer:
     def stats(self) -> dict[str, Any]:
         s = self._stats
         return {
-            "replica": self.replica, "device": self.device, "requests": s.requests,
+            "replica": self.replica, "device": self.device, "requests": s.arrivals,
             "completed": s.completed, "rejected": s.rejected, "bad_frames": s.bad_frames,
             "batches": s.batches, "mean_batch_size": s.mean_batch_size,
             "busy_s": s.busy_s, "max_queue_depth": s.max_queue_depth,

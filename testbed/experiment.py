@@ -43,6 +43,7 @@ class RunState:
     t0: float = field(default_factory=time.monotonic)
     records: list[dict[str, Any]] = field(default_factory=list)
     busy_by_strategy: dict[str, list[float]] = field(default_factory=dict)
+    load_rows: list[dict[str, Any]] = field(default_factory=list)
     phase: str = "starting"
     phases_done: list[str] = field(default_factory=list)
     ray_info: dict[str, Any] = field(default_factory=dict)
@@ -137,9 +138,23 @@ def run_experiment(topo: Topology, topology_file: str, out_dir: Path,
         raise
     finally:
         progress.stop()
-        folder.write_summary(build_summary(state))
+        summary = build_summary(state)
+        folder.write_summary(summary)
         folder.close()
-    return build_summary(state)
+        _write_load_report(folder.dir, summary, state, progress)
+    return summary
+
+
+def _write_load_report(out_dir: Path, summary: dict[str, Any], state: RunState, progress: Progress) -> None:
+    """server_load.html and its PNGs; a plotting failure is reported, never allowed to lose the run."""
+    if not state.load_rows:
+        return
+    from testbed.load_report import write_report
+
+    try:
+        write_report(out_dir, summary, state.records, state.load_rows)
+    except Exception as e:  # noqa: BLE001 - the CSVs and summary.json are already written
+        progress.note(f"server-load report not written: {type(e).__name__}: {e}")
 
 
 def _sweep_cgroups(run_id: str) -> None:
@@ -208,6 +223,7 @@ def _run_phase(state: RunState, folder: RunFolder, progress: Progress, actors: A
 def _collect(state: RunState, folder: RunFolder, progress: Progress, actors: Actors) -> None:
     records, load = actors.drain(state.phase)
     state.records.extend(records)
+    state.load_rows.extend(load)
     for row in load:
         state.busy_by_strategy.setdefault(row["strategy"], []).append(row["busy_fraction"])
     folder.requests.append(records)

@@ -47,3 +47,30 @@ def ray_node_ip() -> str:
     except ImportError:
         return "127.0.0.1"
     return str(ray.util.get_node_ip_address()) if ray.is_initialized() else "127.0.0.1"
+
+
+class ProcessUsage:
+    """CPU (percent of one core since the last sample), resident memory, and GPU use when there is one."""
+
+    def __init__(self, gpu: bool = False):
+        import psutil
+
+        self._proc = psutil.Process()
+        self._proc.cpu_percent(interval=None)  # the first call only starts the measurement
+        self._gpu = gpu
+
+    def sample(self) -> dict[str, float | None]:
+        out: dict[str, float | None] = {
+            "cpu_percent": round(self._proc.cpu_percent(interval=None), 1),
+            "rss_mb": round(self._proc.memory_info().rss / 2**20, 1),
+            "gpu_util_percent": None, "gpu_mem_mb": None,
+        }
+        if self._gpu:
+            import torch
+
+            out["gpu_mem_mb"] = round(torch.cuda.memory_allocated() / 2**20, 1)
+            try:  # needs NVML (the nvidia-ml-py package); memory is reported without it
+                out["gpu_util_percent"] = float(torch.cuda.utilization())
+            except Exception:  # noqa: BLE001 - utilisation is optional
+                pass
+        return out

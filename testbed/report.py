@@ -45,7 +45,7 @@ def print_summary(summary: dict[str, Any], out_dir: str, console: Console | None
     console.print(f"fidelity: uplink vs configured link {_f(vs['p50'], 2)}% (p50), {_f(vs['p95'], 2)}% (p95); "
                   f"shaper write error p95 {_f(fid['uplink_error_ms_p95'], 2)} ms; "
                   f"pool executor wait p95 {_f(fid['emu_wait_ms_p95'], 2)} ms")
-    console.print(f"results: {out_dir}/ (summary.json, requests.csv, server_load.csv)")
+    console.print(f"results: {out_dir}/ (summary.json, requests.csv, server_load.csv, server_load.html)")
 
 
 def _print_breakdown(summary: dict[str, Any], console: Console) -> None:

@@ -113,6 +113,16 @@ def test_server_load_is_sampled_at_least_once_a_second(smoke_run):
     t = sorted(float(r["t_s"]) for r in rows if r["replica"] == "0")
     assert max(b - a for a, b in pairwise(t)) <= 1.0
     assert any(float(r["busy_fraction"]) > 0 for r in rows)
+    assert any(float(r["arrivals_per_s"]) > 0 for r in rows) and all(float(r["rss_mb"]) > 100 for r in rows)
+
+
+def test_server_load_report_is_a_self_contained_page_with_a_plot_per_phase(smoke_run):
+    _, out, _, _ = smoke_run
+    page = (out / "server_load.html").read_text()
+    assert page.count('src="data:image/png;base64,') == 3  # butterfly, cloud_only, device_only
+    assert "<table>" in page and "batch histogram" in page
+    for strategy in ("butterfly", "cloud_only", "device_only"):
+        assert (out / f"server_load_{strategy}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_interrupted_run_keeps_a_partial_summary_and_leaves_nothing(tmp_path):
