@@ -27,8 +27,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from actors.cloud_server import CloudServer  # noqa: E402
 from link_and_overhead import FAST, _raw_tcp_rtts, _testbed_rtts  # noqa: E402
+
+from actors.cloud_server import CloudServer  # noqa: E402
 from testbed import codec  # noqa: E402
 from testbed.config import load_topology  # noqa: E402
 from testbed.wire import encode_frame, read_frame  # noqa: E402
