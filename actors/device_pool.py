@@ -35,7 +35,7 @@ from testbed.wire import ProtocolError, encode_frame, read_frame
 from throttling.cpu import TimeScaledCpu
 from throttling.links import LinkBackend, userspace_part
 from throttling.netns import socket_in_netns
-from throttling.shaper import LinkShaper
+from throttling.shaper import LinkDirection, LinkShaper
 
 CALIBRATION_RUNS = 5
 FRAMES_PER_POOL = 32
@@ -78,6 +78,7 @@ class Device:
     cpu: TimeScaledCpu | None  # None: a real cgroup cap slows the compute thread
     executor: ThreadPoolExecutor
     chooser: ReplicaChooser
+    configured_uplink: LinkDirection  # the link as the topology gives it (for the ideal transfer time)
     uplink: LinkShaper  # one radio link, shared by the device's connections
     conns: list[Connection] = field(default_factory=list)  # one per replica it may use
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -144,9 +145,10 @@ class DevicePool:
         for spec in self.specs:
             capped = self._class_executors.get(spec.device_class)
             chooser = ReplicaChooser(self.topo.cloud.load_balancing, max(1, len(replicas)), spec.device_id)
-            uplink = LinkShaper(userspace_part(spec.uplink(), self.backend), seed=10_000 + spec.device_id)
+            configured = spec.uplink()
+            uplink = LinkShaper(userspace_part(configured, self.backend), seed=10_000 + spec.device_id)
             dev = Device(spec, None if capped else TimeScaledCpu(spec.speed), capped or self._executor, chooser,
-                         uplink)
+                         configured, uplink)
             if any(s != "device_only" for s in self.topo.strategies):
                 dev.conns = [await self._connect(spec, replicas[i]) for i in chooser.connects_to()]
             self._devices.append(dev)
@@ -280,9 +282,8 @@ class DevicePool:
         # the device cannot see); across hosts, the device's own last-write time is used.
         t_up_done = reply["t_received"] if same_clock(reply.get("boot_id")) else sent.t_done
         rec["uplink_ms"] = round((t_up_done - sent.t_start) * 1000, 3)
-        configured = dev.spec.uplink()
-        if configured.trace_path is None:  # what the configured link should take (idle link, mean delay)
-            rec["uplink_ideal_ms"] = round(configured.ideal_ms(sent.nbytes), 3)
+        if dev.configured_uplink.trace_path is None:  # what the configured link should take (idle, mean delay)
+            rec["uplink_ideal_ms"] = round(dev.configured_uplink.ideal_ms(sent.nbytes), 3)
         # Device clock for the round trip; cloud clock for the time inside the server.
         rec["downlink_ms"] = round((t_done - t_up_done) * 1000 - reply["server_ms"], 3)
 

@@ -33,8 +33,9 @@ from actors.device_pool import Connection  # noqa: E402
 from testbed import codec  # noqa: E402
 from testbed.clock import now  # noqa: E402
 from testbed.config import load_topology  # noqa: E402
+from testbed.linkcheck import loopback_endpoints, pipe_times  # noqa: E402
 from testbed.metrics import percentile  # noqa: E402
-from testbed.wire import encode_frame, read_frame  # noqa: E402
+from testbed.wire import encode_frame  # noqa: E402
 from throttling.shaper import LinkDirection, LinkShaper  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,48 +49,17 @@ FAST = LinkDirection(rate_mbps=100_000.0, delay_ms=0.0)  # bookkeeping only, no 
 
 
 # ------------------------------------------------------------------ link error
-async def _sink_server() -> tuple[asyncio.base_events.Server, int, dict[int, asyncio.Queue[float]]]:
-    queues: dict[int, asyncio.Queue[float]] = {}
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        key = int.from_bytes(await reader.readexactly(4), "big")
-        q = queues.setdefault(key, asyncio.Queue())
-        try:
-            while True:
-                header, _, _ = await read_frame(reader)
-                q.put_nowait(now())
-        except (EOFError, ConnectionError, asyncio.CancelledError):
-            writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    return server, server.sockets[0].getsockname()[1], queues
-
-
 async def _link_errors(nbytes: int, spec: LinkDirection, links: int, repeats: int) -> list[float]:
-    """Relative error (%) of receiver-side time against bytes/rate + delay, per message."""
-    server, port, queues = await _sink_server()
-    frame = encode_frame({"pad": 0}, b"\0" * (nbytes - len(encode_frame({"pad": 0}))))
-    ideal = spec.ideal_ms(len(frame))
+    """Relative error (%) of receiver-side time against bytes/rate + delay, per message, `links` at once."""
+    listen, connect = loopback_endpoints()
 
     async def one_link(i: int) -> list[float]:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(i.to_bytes(4, "big"))
-        await writer.drain()
-        while i not in queues:
-            await asyncio.sleep(0.001)
-        shaper, errors = LinkShaper(spec), []
         await asyncio.sleep(0.2 * i / max(1, links))  # spread the starts as arrivals would be
-        for _ in range(repeats):
-            sent = await shaper.send(writer, frame)
-            t_recv = await queues[i].get()
-            errors.append(100 * ((t_recv - sent.t_start) * 1000 - ideal) / ideal)
-            await asyncio.sleep(0.05)
-        writer.close()
-        return errors
+        return await pipe_times(connect, listen, LinkShaper(spec), nbytes, repeats)
 
-    results = await asyncio.gather(*(one_link(i) for i in range(links)))
-    server.close()
-    return [e for r in results for e in r]
+    ideal = spec.ideal_ms(nbytes)
+    per_link = await asyncio.gather(*(one_link(i) for i in range(links)))
+    return [100 * (t - ideal) / ideal for times in per_link for t in times]
 
 
 # ------------------------------------------------------------------ overhead

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from testbed.config import Arrival, LinkParams, Topology
 from testbed.energy import RadioModel
+from throttling.netns import DeviceLink
 from throttling.shaper import LinkDirection
 from throttling.trace import MahimahiTrace, trace_offset_ms
 
@@ -32,6 +33,11 @@ class DeviceSpec:
 
     def downlink(self) -> LinkDirection:
         return _direction(self.link, self.link.downlink_mbps, self.link.downlink_trace, f"{self.device_id}:down")
+
+    def kernel_link(self) -> DeviceLink:
+        """What the tc backend installs for this device (rates; delay, jitter, loss where netem is used)."""
+        link = self.link
+        return DeviceLink(link.uplink_mbps, link.downlink_mbps, link.rtt_ms / 2, link.jitter_ms, link.loss_pct)
 
 
 def _direction(link: LinkParams, rate_mbps: float, trace: str | None, seed: str) -> LinkDirection:

@@ -173,13 +173,11 @@ def _check_links(state: RunState, progress: Progress) -> list[dict[str, Any]]:
 
 def _kernel_links(state: RunState, stack: contextlib.ExitStack) -> dict[str, Any]:
     """Create the run's namespaces and qdiscs (removed when `stack` closes); returns what actors need."""
-    from throttling.netns import DeviceLink, NetnsLayout, NetnsTopology, TraceRates
+    from throttling.netns import NetnsLayout, NetnsTopology, TraceRates
 
     specs = device_table(state.topo)
     layout = NetnsLayout(f"{os.getpid()}", state.topo.throttling.subnet, len(specs))
-    links = [DeviceLink(s.link.uplink_mbps, s.link.downlink_mbps, s.link.rtt_ms / 2, s.link.jitter_ms,
-                        s.link.loss_pct) for s in specs]
-    topo = stack.enter_context(NetnsTopology(layout, links, netem=state.backend.netem))
+    topo = stack.enter_context(NetnsTopology(layout, [s.kernel_link() for s in specs], netem=state.backend.netem))
     ups = {s.device_id: (d.trace_path, d.trace_offset_ms) for s in specs if (d := s.uplink()).trace_path}
     downs = {s.device_id: (d.trace_path, d.trace_offset_ms) for s in specs if (d := s.downlink()).trace_path}
     if ups or downs:

@@ -46,7 +46,7 @@ def expected_ms(spec: LinkDirection, nbytes: int) -> float:
     return (LinkShaper(spec).plan(nbytes, t0).t_last - t0) * 1000
 
 
-async def _pipe_times(connect: Any, listen: Any, shaper: LinkShaper, nbytes: int, repeats: int) -> list[float]:
+async def pipe_times(connect: Any, listen: Any, shaper: LinkShaper, nbytes: int, repeats: int) -> list[float]:
     """Send `nbytes` through `shaper` `repeats` times; receiver-side completion times (ms)."""
     done: asyncio.Queue[float] = asyncio.Queue()
 
@@ -72,7 +72,8 @@ async def _pipe_times(connect: Any, listen: Any, shaper: LinkShaper, nbytes: int
     return times
 
 
-def _loopback() -> tuple[Any, Any]:
+def loopback_endpoints() -> tuple[Any, Any]:
+    """(listen, connect) for a transfer over 127.0.0.1."""
     async def listen(cb: Any) -> Any:
         return await asyncio.start_server(cb, "127.0.0.1", 0)
 
@@ -83,21 +84,19 @@ def _loopback() -> tuple[Any, Any]:
 
 
 def _check_userspace(spec: LinkDirection, nbytes: int) -> float:
-    listen, connect = _loopback()
-    return statistics.median(asyncio.run(_pipe_times(connect, listen, LinkShaper(spec), nbytes, REPEATS)))
+    listen, connect = loopback_endpoints()
+    return statistics.median(asyncio.run(pipe_times(connect, listen, LinkShaper(spec), nbytes, REPEATS)))
 
 
 def _check_tc(dev: DeviceSpec, backend: LinkBackend, direction: str, nbytes: int) -> float:
     """One device's link in fresh namespaces: the kernel does the rate, as in a run."""
-    from throttling.netns import DeviceLink, NetnsLayout, NetnsTopology, socket_in_netns
+    from throttling.netns import NetnsLayout, NetnsTopology, socket_in_netns
 
-    link = dev.link
     spec = dev.uplink() if direction == "up" else dev.downlink()
     layout = NetnsLayout(f"chk{dev.device_id}", "10.254.0.0/29", 1)
     src, dst = ((layout.device_ns(0), layout.cloud_ns) if direction == "up" else
                 (layout.cloud_ns, layout.device_ns(0)))
     dst_ip = layout.cloud_ip if direction == "up" else layout.device_ip(0)
-    kernel = DeviceLink(link.uplink_mbps, link.downlink_mbps, link.rtt_ms / 2, 0.0, link.loss_pct)
 
     async def listen(cb: Any) -> Any:
         sock = socket_in_netns(dst)
@@ -110,9 +109,9 @@ def _check_tc(dev: DeviceSpec, backend: LinkBackend, direction: str, nbytes: int
         await asyncio.get_running_loop().sock_connect(sock, (dst_ip, server.sockets[0].getsockname()[1]))
         return await asyncio.open_connection(sock=sock)
 
-    with NetnsTopology(layout, [kernel], netem=backend.netem):
+    with NetnsTopology(layout, [dev.kernel_link()], netem=backend.netem):  # the caller set jitter to 0
         shaper = LinkShaper(userspace_part(spec, backend))
-        return statistics.median(asyncio.run(_pipe_times(connect, listen, shaper, nbytes, REPEATS)))
+        return statistics.median(asyncio.run(pipe_times(connect, listen, shaper, nbytes, REPEATS)))
 
 
 def check_links(topo: Topology, backends: list[LinkBackend], payloads: tuple[int, ...] = PAYLOADS) -> list[CheckRow]:

@@ -14,13 +14,13 @@ that drains after the window still completes every request.
 
 from __future__ import annotations
 
-import csv
 import math
 import re
 from pathlib import Path
 from typing import Any
 
 from testbed.config import ConfigError, Problem, Topology, load_topology
+from testbed.results import CsvLog
 
 SWEEP_COLUMNS = ("value", "strategy", "offered_rps", "throughput_rps", "completed_fraction", "p50_ms", "p99_ms",
                  "rejected", "timed_out", "server_busy_fraction", "saturated")
@@ -96,20 +96,18 @@ def folder_name(key: str, value: str) -> str:
 
 
 class SweepTable:
+    """sweep.csv, flushed after every point (results.CsvLog), and its rows kept for the plot."""
+
     def __init__(self, path: Path):
-        self.path = path
-        self._file = path.open("w", newline="")
-        self._writer = csv.DictWriter(self._file, fieldnames=SWEEP_COLUMNS)
-        self._writer.writeheader()
+        self._log = CsvLog(path, SWEEP_COLUMNS)
         self.rows: list[dict[str, Any]] = []
 
     def append(self, rows: list[dict[str, Any]]) -> None:
-        self._writer.writerows(rows)
-        self._file.flush()
+        self._log.append(rows)
         self.rows += rows
 
     def close(self) -> None:
-        self._file.close()
+        self._log.close()
 
 
 def plot(rows: list[dict[str, Any]], key: str, path: Path) -> Path:
