@@ -28,7 +28,7 @@ from testbed.balancing import ReplicaChooser
 from testbed.clock import now, same_clock, sleep_until
 from testbed.config import Topology
 from testbed.devices import DeviceSpec, arrivals, device_table
-from testbed.energy import compute_energy_mj, radio_energy_mj
+from testbed.energy import RadioAccount, compute_energy_mj, radio_transfer_mj, tail_energy_mj
 from testbed.host import ray_node_id
 from testbed.metrics import new_record
 from testbed.wire import ProtocolError, encode_frame, read_frame
@@ -80,8 +80,10 @@ class Device:
     chooser: ReplicaChooser
     configured_uplink: LinkDirection  # the link as the topology gives it (for the ideal transfer time)
     uplink: LinkShaper  # one radio link, shared by the device's connections
+    radio: RadioAccount  # RRC state: who pays promotion, how the tail is shared
     conns: list[Connection] = field(default_factory=list)  # one per replica it may use
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    tail_owner: dict[str, Any] | None = None  # the record whose tail is still running (held back until known)
 
 
 class DevicePool:
@@ -103,6 +105,7 @@ class DevicePool:
         self._ids = itertools.count()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.calibration: dict[str, float] = {}
+        self._models: dict[str, Any] = {}  # strategy -> the network the device runs
         # pools.compute == "replay": each frame's device output and timings, computed once at start
         self._replayed: dict[tuple[str, int], tuple[float, float, float, bytes, dict[str, Any]]] = {}
 
@@ -112,7 +115,7 @@ class DevicePool:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self._build)
         if self.cpu["name"] == "cgroup":
-            for cls, speed in sorted({(s.device_class, s.speed) for s in self.specs}):
+            for cls, speed in sorted({(s.device_class, self._speed(s)) for s in self.specs}):
                 await self._cap_class(cls, speed)
         return {"host_ms": self.calibration, "caps": self.cap_calibration}
 
@@ -126,8 +129,8 @@ class DevicePool:
         self._caps.append(cap)
         self._class_executors[cls] = executor
         await loop.run_in_executor(executor, self._enter_cap, cap)
-        strategy = "butterfly" if "butterfly" in self.calibration else "device_only"
-        model = self._device_part if strategy == "butterfly" else self._full
+        strategy = next(s for s in ("butterfly", "split", "device_only") if s in self.calibration)
+        model = self._models[strategy]
         target_ms = self.calibration[strategy] / speed
         result = await loop.run_in_executor(
             executor, lambda: calibrate(lambda: self._infer(model, self._frames[0]), target_ms, cap))
@@ -147,13 +150,14 @@ class DevicePool:
             chooser = ReplicaChooser(self.topo.cloud.load_balancing, max(1, len(replicas)), spec.device_id)
             configured = spec.uplink()
             uplink = LinkShaper(userspace_part(configured, self.backend), seed=10_000 + spec.device_id)
-            dev = Device(spec, None if capped else TimeScaledCpu(spec.speed), capped or self._executor, chooser,
-                         configured, uplink)
+            dev = Device(spec, None if capped else TimeScaledCpu(self._speed(spec)), capped or self._executor,
+                         chooser, configured, uplink, RadioAccount(spec.radio))
             if any(s != "device_only" for s in self.topo.strategies):
                 dev.conns = [await self._connect(spec, replicas[i]) for i in chooser.connects_to()]
             self._devices.append(dev)
         return {"pool": self.pool_id, "pid": os.getpid(), "node_id": ray_node_id(), "devices": len(self.specs),
-                "calibration_host_ms": self.calibration, "cpu_caps": self.cap_calibration}
+                "calibration_host_ms": self.calibration, "cpu_caps": self.cap_calibration,
+                "device_speeds": {s.device_class: round(self._speed(s), 4) for s in self.specs}}
 
     def _build(self) -> None:
         import torch
@@ -167,9 +171,10 @@ class DevicePool:
         self._device_part = sm.device_part()
         self._full = sm.full
         self._frames = make_frames(m.image_dir, m.input_size, FRAMES_PER_POOL, seed=m.seed + self.pool_id)
-        models = {"butterfly": self._device_part, "device_only": self._full}
+        self._models = models = {"butterfly": self._device_part, "split": sm.head.eval(), "device_only": self._full}
+        absolute = any(s.full_model_ms is not None for s in self.specs)  # needs the host's full-model time
         for strategy, model in models.items():
-            if strategy in self.topo.strategies:
+            if strategy in self.topo.strategies or (strategy == "device_only" and absolute):
                 times = [self._time_model(model, i) for i in range(2 + CALIBRATION_RUNS)][2:]
                 self.calibration[strategy] = median(times)
         if self.topo.pools.compute == "replay":
@@ -213,6 +218,9 @@ class DevicePool:
                                for d in self._devices))
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        for dev in self._devices:  # phases are separate experiments: the radio starts idle in the next
+            self._settle_tail(dev, dev.radio.full_tail_mj())
+            dev.radio.reset()
         return {"pool": self.pool_id, "phase_s": round(now() - t0, 3)}
 
     async def _device_loop(self, dev: Device, strategy: str, phase: int, t0: float, horizon: float) -> None:
@@ -245,6 +253,8 @@ class DevicePool:
             rec["status"], rec["reason"] = "failed", f"{type(e).__name__}: {e}"
         rec["e2e_ms"] = round((now() - t_arrival) * 1000, 3)
         self._finish_energy(dev, rec)
+        if dev.tail_owner is rec:  # its tail is still running: released when the tail is known
+            return
         self._records.append(rec)
 
     async def _run_request(self, dev: Device, strategy: str, rec: dict[str, Any], deadline: float) -> None:
@@ -257,9 +267,24 @@ class DevicePool:
             raise asyncio.TimeoutError
         conn = dev.conns[dev.chooser.pick([len(c.pending) for c in dev.conns], [c.reported_queue for c in dev.conns])]
         rid = rec["request_id"]
+        frame = encode_frame({**header, "type": "infer", "id": rid, "kind": strategy}, payload)
+        promotion_mj, owed_tail_mj = dev.radio.begin(now())
+        rec["energy_promotion_mj"] = promotion_mj
+        if owed_tail_mj is not None:  # the previous request's tail ended when this one started
+            self._settle_tail(dev, owed_tail_mj)
+        t_radio_end: float | None = None
+        try:
+            t_radio_end = await self._exchange(dev, conn, rec, frame, deadline)
+        finally:
+            if dev.radio.end(t_radio_end or now()):
+                dev.tail_owner = rec
+
+    async def _exchange(self, dev: Device, conn: Connection, rec: dict[str, Any], frame: bytes,
+                        deadline: float) -> float:
+        """Send the frame, wait for the answer; returns when the answer's last byte arrived."""
+        rid = rec["request_id"]
         fut: asyncio.Future[tuple[dict[str, Any], int, float]] = asyncio.get_running_loop().create_future()
         conn.pending[rid] = fut
-        frame = encode_frame({**header, "type": "infer", "id": rid, "kind": strategy}, payload)
         # The send is shielded: cancelling it half-way would corrupt the stream.
         sent = await asyncio.shield(dev.uplink.send(conn.writer, frame))
         rec["bytes_up"] = sent.nbytes
@@ -286,6 +311,7 @@ class DevicePool:
             rec["uplink_ideal_ms"] = round(dev.configured_uplink.ideal_ms(sent.nbytes), 3)
         # Device clock for the round trip; cloud clock for the time inside the server.
         rec["downlink_ms"] = round((t_done - t_up_done) * 1000 - reply["server_ms"], 3)
+        return t_done
 
     async def _device_compute(self, dev: Device, strategy: str, rec: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
         """Run the device side for real (or replay it), then stretch it to the device's speed."""
@@ -316,7 +342,7 @@ class DevicePool:
         if strategy == "cloud_only":
             data = codec.encode_jpeg(frame, m.jpeg_quality)
             return t_exec, 0.0, now() - t_exec, data, {}
-        model = self._device_part if strategy == "butterfly" else self._full
+        model = self._models[strategy]
         out = self._infer(model, frame)
         t_head = now()
         if strategy == "device_only":
@@ -325,15 +351,44 @@ class DevicePool:
         return t_exec, t_head - t_exec, now() - t_head, payload, {"codec": meta}
 
     def _finish_energy(self, dev: Device, rec: dict[str, Any]) -> None:
-        compute = compute_energy_mj(dev.spec.compute_power_w, (rec["head_ms"] or 0) + (rec["encode_ms"] or 0))
-        radio = radio_energy_mj(dev.spec.radio, rec["bytes_up"] or 0, rec["uplink_ms"] or 0,
-                                rec["bytes_down"] or 0, max(0.0, rec["downlink_ms"] or 0))
-        rec["energy_compute_mj"] = round(compute, 4)
-        rec["energy_radio_mj"] = round(radio, 4)
-        rec["energy_mj"] = round(compute + radio, 4)
+        """Compute, transfer, promotion and the tail known so far (the wait for the answer)."""
+        rec["energy_compute_mj"] = round(compute_energy_mj(
+            dev.spec.compute_power_w, (rec["head_ms"] or 0) + (rec["encode_ms"] or 0)), 4)
+        radio = dev.spec.radio
+        used_radio = rec["energy_promotion_mj"] is not None
+        rec["energy_promotion_mj"] = round(rec["energy_promotion_mj"] or 0.0, 4)
+        if not used_radio:
+            rec["energy_transfer_mj"] = 0.0
+        elif radio.known:
+            rec["energy_transfer_mj"] = round(radio_transfer_mj(
+                radio, rec["bytes_up"] or 0, rec["uplink_ms"] or 0, rec["bytes_down"] or 0,
+                max(0.0, rec["downlink_ms"] or 0)), 4)
+        # between the last uplink byte and the answer the radio is connected and idle: tail power
+        rec["energy_tail_mj"] = round(tail_energy_mj(radio, rec["server_ms"] or 0.0), 4) if used_radio else 0.0
+        _total_energy(rec, radio.known or not used_radio)
+
+    def _settle_tail(self, dev: Device, tail_mj: float) -> None:
+        """The held record's tail is now known: add it and release the record."""
+        rec, dev.tail_owner = dev.tail_owner, None
+        if rec is None:
+            return
+        rec["energy_tail_mj"] = round((rec["energy_tail_mj"] or 0.0) + tail_mj, 4)
+        _total_energy(rec, dev.spec.radio.known)
+        self._records.append(rec)
+
+    def _speed(self, spec: DeviceSpec) -> float:
+        """Relative speed; an absolute profile (full_model_ms) is set against this host's calibrated time."""
+        if spec.full_model_ms is None:
+            return spec.speed
+        return min(1.0, self.calibration["device_only"] / spec.full_model_ms)
 
     # ------------------------------------------------------------ reporting
-    def drain(self) -> list[dict[str, Any]]:
+    def drain(self, final: bool = False) -> list[dict[str, Any]]:
+        """Finished records; a record whose tail still runs waits for it (`final`: charge the full tail now)."""
+        t = now()
+        for dev in self._devices:
+            if dev.tail_owner is not None and (final or dev.radio.expired(t)):
+                self._settle_tail(dev, dev.radio.full_tail_mj())
         out, self._records = self._records, []
         return out
 
@@ -349,3 +404,13 @@ class DevicePool:
 
 class RejectedError(Exception):
     """The cloud answered with a rejection or an error; the reason is recorded."""
+
+
+def _total_energy(rec: dict[str, Any], radio_known: bool) -> None:
+    """energy_radio = transfer + promotion + tail; unknown radio coefficients leave both totals unknown."""
+    if not radio_known:
+        rec["energy_radio_mj"] = rec["energy_mj"] = None
+        return
+    radio = (rec["energy_transfer_mj"] or 0.0) + rec["energy_promotion_mj"] + rec["energy_tail_mj"]
+    rec["energy_radio_mj"] = round(radio, 4)
+    rec["energy_mj"] = round(rec["energy_compute_mj"] + radio, 4)

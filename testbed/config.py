@@ -22,13 +22,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from testbed import profiles
 
-STRATEGIES = ("cloud_only", "butterfly", "device_only")
+STRATEGIES = ("cloud_only", "butterfly", "split", "device_only")
 SPLIT_POINTS = ("layer1", "layer2", "layer3", "layer4")
 # Output channels of torchvision's ResNet-50 after each split point; used to
 # check butterfly_channels without building the model (tests check they agree).
 RESNET50_CHANNELS = {"layer1": 256, "layer2": 512, "layer3": 1024, "layer4": 2048}
 
-Strategy = Literal["cloud_only", "butterfly", "device_only"]
+# split: the same cut as butterfly, without the butterfly unit (the raw feature map, coded, goes up)
+Strategy = Literal["cloud_only", "butterfly", "split", "device_only"]
 PosFloat = Annotated[float, Field(gt=0)]
 NonNegFloat = Annotated[float, Field(ge=0)]
 PosInt = Annotated[int, Field(ge=1)]
@@ -38,12 +39,26 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
-class RadioPower(_Frozen):
-    """P = alpha_up * t_up + alpha_down * t_down + beta (mW; t in Mbit/s)."""
+class TailPhase(_Frozen):
+    """One radio state after the last transfer (e.g. LTE continuous reception, short DRX, long DRX)."""
 
-    alpha_up_mw_per_mbps: NonNegFloat
-    alpha_down_mw_per_mbps: NonNegFloat
-    beta_mw: NonNegFloat
+    ms: NonNegFloat
+    mw: NonNegFloat
+
+
+class RadioPower(_Frozen):
+    """P = alpha_up * t_up + alpha_down * t_down + beta (mW; t in Mbit/s), RRC promotion and tail.
+
+    A network without published coefficients leaves alpha/beta null: its radio energy is then
+    reported as unknown, never as zero.
+    """
+
+    alpha_up_mw_per_mbps: NonNegFloat | None
+    alpha_down_mw_per_mbps: NonNegFloat | None
+    beta_mw: NonNegFloat | None
+    promotion_ms: NonNegFloat = 0.0
+    promotion_mw: NonNegFloat = 0.0
+    tail: list[TailPhase] = []
     source: str = ""
 
 
@@ -84,8 +99,13 @@ class LinkOverride(_Frozen):
 
 
 class DeviceClass(_Frozen):
+    """Compute speed and power of a device. `speed` is relative to the emulating host; `full_model_ms`
+    (optional) is the device's own ResNet-50 time, from which each run derives the speed against the
+    host's calibrated time (absolute profiles)."""
+
     speed: Annotated[float, Field(gt=0, le=1)]
     compute_power_w: NonNegFloat
+    full_model_ms: PosFloat | None = None
     source: str = ""
 
 
@@ -157,6 +177,15 @@ class Throttling(_Frozen):
     cpu: Literal["timescale", "cgroup", "auto"] = "timescale"  # device CPU: time scaling or real cgroup caps
 
 
+class Reference(_Frozen):
+    """A published result the run is set against: improvement factors over cloud_only, with their source."""
+
+    name: str
+    latency_x: PosFloat | None = None
+    energy_x: PosFloat | None = None
+    source: str = ""
+
+
 class RaySpec(_Frozen):
     address: str | None = None  # None: start an embedded, loopback-only Ray
 
@@ -176,6 +205,7 @@ class Topology(_Frozen):
     pools: Pools = Pools()
     throttling: Throttling = Throttling()
     ray: RaySpec = RaySpec()
+    references: list[Reference] = []  # published figures printed beside the measured ones
 
     @property
     def device_count(self) -> int:

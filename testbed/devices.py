@@ -25,6 +25,7 @@ class DeviceSpec:
     link: LinkParams
     speed: float
     compute_power_w: float
+    full_model_ms: float | None  # absolute profile: the run derives the speed from the host's time
     radio: RadioModel
     arrival: Arrival
 
@@ -54,11 +55,13 @@ def device_table(topo: Topology) -> list[DeviceSpec]:
     for gi, g in enumerate(topo.devices):
         net = topo.networks[g.network]
         dc = topo.device_classes[g.device_class]
-        radio = RadioModel(net.radio.alpha_up_mw_per_mbps, net.radio.alpha_down_mw_per_mbps, net.radio.beta_mw)
+        r = net.radio
+        radio = RadioModel(r.alpha_up_mw_per_mbps, r.alpha_down_mw_per_mbps, r.beta_mw, r.promotion_ms,
+                           r.promotion_mw, tuple((p.ms, p.mw) for p in r.tail))
         link = topo.link_for(g)
         for _ in range(g.count):
             out.append(DeviceSpec(len(out), g.name or f"group{gi}", g.device_class, link, dc.speed, dc.compute_power_w,
-                                  radio, g.arrival))
+                                  dc.full_model_ms, radio, g.arrival))
     return out
 
 

@@ -26,7 +26,7 @@ from testbed import __version__
 from testbed.config import Topology
 from testbed.devices import device_table, pool_slices
 from testbed.host import host_facts
-from testbed.metrics import percentile, ratios, summarize_strategies
+from testbed.metrics import percentile, ratios, summarize_groups, summarize_strategies
 from testbed.progress import Progress
 from testbed.results import RunFolder
 from throttling.cpu import CpuMechanism, choose_cpu
@@ -89,8 +89,8 @@ class Actors:
         pools = self.ray.get([p.connect.remote(replicas) for p in self.pools])
         return replicas, pools
 
-    def drain(self, strategy: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        records = [r for batch in self.ray.get([p.drain.remote() for p in self.pools]) for r in batch]
+    def drain(self, strategy: str, final: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        records = [r for batch in self.ray.get([p.drain.remote(final) for p in self.pools]) for r in batch]
         load = [dict(row, strategy=strategy)
                 for batch in self.ray.get([c.drain_load.remote() for c in self.clouds]) for row in batch]
         return records, load
@@ -199,7 +199,7 @@ def _run_on_ray(state: RunState, folder: RunFolder, progress: Progress, net: dic
     finally:
         try:  # keep what the actors still hold, whatever happened
             state.replica_stats = state.replica_stats or actors.stats()
-            _collect(state, folder, progress, actors)
+            _collect(state, folder, progress, actors, final=True)
         except BaseException:  # noqa: BLE001 - best effort on the way out
             pass
         actors.close()
@@ -218,8 +218,8 @@ def _run_phase(state: RunState, folder: RunFolder, progress: Progress, actors: A
     folder.write_summary(build_summary(state))
 
 
-def _collect(state: RunState, folder: RunFolder, progress: Progress, actors: Actors) -> None:
-    records, load = actors.drain(state.phase)
+def _collect(state: RunState, folder: RunFolder, progress: Progress, actors: Actors, final: bool = False) -> None:
+    records, load = actors.drain(state.phase, final)
     state.records.extend(records)
     state.load_rows.extend(load)
     for row in load:
@@ -272,10 +272,12 @@ def build_summary(state: RunState) -> dict[str, Any]:
                       "replicas": {f"replica{r['replica']}": r.get("node_id") for r in state.replicas}},
         "calibration_host_ms": {f"pool{p['pool']}": p["calibration_host_ms"] for p in state.pools},
         "cpu_caps": {f"pool{p['pool']}": p["cpu_caps"] for p in state.pools if p.get("cpu_caps")},
+        "device_speeds": {f"pool{p['pool']}": p.get("device_speeds") for p in state.pools},
         "split_catalogue": state.replicas[0]["split_catalogue"] if state.replicas else None,
         "phases_done": state.phases_done,
         "strategies": per_strategy,
         "comparison": ratios(per_strategy),
+        "groups": summarize_groups(state.records, windows),
         "replicas": [_replica_summary(s, state) for s in state.replica_stats],
         "server_busy_by_strategy": {s: sum(v) / len(v) for s, v in state.busy_by_strategy.items() if v},
         "fidelity": _fidelity(state.records),

@@ -18,7 +18,8 @@ REQUEST_COLUMNS = (
     "strategy", "phase", "device_id", "group", "request_id", "t_arrival_s", "status", "reason",
     "bytes_up", "bytes_down", "emu_wait_ms", "head_ms", "encode_ms", "uplink_ms", "queue_ms",
     "cloud_ms", "server_ms", "downlink_ms", "e2e_ms", "energy_mj", "energy_compute_mj",
-    "energy_radio_mj", "replica", "batch_size", "uplink_ideal_ms", "uplink_error_ms", "lost_packets", "top1",
+    "energy_radio_mj", "energy_transfer_mj", "energy_promotion_mj", "energy_tail_mj", "replica", "batch_size",
+    "uplink_ideal_ms", "uplink_error_ms", "lost_packets", "top1",
 )
 
 LOAD_COLUMNS = (
@@ -75,6 +76,8 @@ def strategy_stats(records: Iterable[dict[str, Any]], window_s: float) -> dict[s
         "energy_mj_mean": mean_of("energy_mj"),
         "energy_compute_mj_mean": mean_of("energy_compute_mj"),
         "energy_radio_mj_mean": mean_of("energy_radio_mj"),
+        "energy_breakdown_mj_mean": {k: mean_of(f"energy_{k}_mj") for k in ("compute", "transfer", "promotion",
+                                                                             "tail")},
         "bytes_up_mean": mean_of("bytes_up"),
         "bytes_down_mean": mean_of("bytes_down"),
         "uplink_error_ms": {"p50": percentile(link_errors, 50), "p95": percentile(link_errors, 95)},
@@ -87,6 +90,14 @@ def summarize_strategies(records: Iterable[dict[str, Any]], windows_s: dict[str,
         if r["phase"] == "measure":
             by_strategy[r["strategy"]].append(r)
     return {s: strategy_stats(by_strategy.get(s, []), w) for s, w in windows_s.items()}
+
+
+def summarize_groups(records: Iterable[dict[str, Any]], windows_s: dict[str, float]) -> dict[str, Any]:
+    """Per device group (e.g. one per network), the same statistics as per strategy."""
+    by_group: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        by_group[r["group"]].append(r)
+    return {g: summarize_strategies(recs, windows_s) for g, recs in by_group.items()}
 
 
 def ratios(per_strategy: dict[str, Any], baseline: str = "cloud_only") -> dict[str, Any]:

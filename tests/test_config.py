@@ -62,7 +62,7 @@ def test_each_field_rule_names_path_value_and_allowed(write_topology, minimal_ya
 
 
 @pytest.mark.parametrize("override, key, says", [
-    ("devices.network=5g", "devices[0].network", "unknown network; allowed: 3g, lte, wifi"),
+    ("devices.network=6g", "devices[0].network", "unknown network; allowed: 3g, 5g, lte, wifi"),
     ("devices.device_class=toaster", "devices[0].device_class",
      "unknown device class; allowed: host, jetson_tx2, phone, raspberry_pi4"),
     ("strategies=[butterfly, butterfly]", "strategies", "each strategy may appear once"),

@@ -84,6 +84,27 @@ def test_requests_csv_has_one_row_per_request_with_the_breakdown(smoke_run):
         assert float(r["energy_mj"]) > 0
 
 
+def test_energy_breakdown_adds_up_and_lte_promotes_once_per_phase(smoke_run):
+    """LTE devices send every 2 s, inside the 10 s tail: only each phase's first request pays promotion."""
+    _, out, _, _ = smoke_run
+    rows = _rows(out / "requests.csv")
+    parts = ("energy_compute_mj", "energy_transfer_mj", "energy_promotion_mj", "energy_tail_mj")
+    for r in rows:
+        assert float(r["energy_mj"]) == pytest.approx(sum(float(r[k]) for k in parts), abs=1e-3)
+        radio_used = r["strategy"] != "device_only"
+        assert (float(r["energy_tail_mj"]) > 0) == radio_used and (float(r["energy_transfer_mj"]) > 0) == radio_used
+    by_device: dict[tuple[str, str], list[dict[str, str]]] = {}
+    for r in rows:
+        if r["group"] == "lte" and r["strategy"] != "device_only":
+            by_device.setdefault((r["strategy"], r["device_id"]), []).append(r)
+    assert by_device
+    for recs in by_device.values():
+        promotions = [float(r["energy_promotion_mj"]) for r in sorted(recs, key=lambda r: float(r["t_arrival_s"]))]
+        assert promotions[0] == pytest.approx(0.26 * 1210) and sum(promotions[1:]) == 0.0
+    wifi = [r for r in rows if r["group"] == "wifi"]
+    assert wifi and all(float(r["energy_promotion_mj"]) == 0.0 for r in wifi)  # WiFi has no RRC promotion
+
+
 def test_summary_json_holds_stats_backends_and_replicas(smoke_run):
     _, out, _, _ = smoke_run
     s = json.loads((out / "summary.json").read_text())
