@@ -34,7 +34,7 @@ from throttling.shaper import LinkDirection, LinkShaper
 
 log = logging.getLogger(__name__)
 LOAD_SAMPLE_S = 0.5
-KINDS = ("butterfly", "cloud_only")
+KINDS = ("butterfly", "split", "cloud_only")
 
 
 @dataclass
@@ -135,6 +135,7 @@ class CloudServer:
             raise RuntimeError("cloud.device is cuda but torch sees no CUDA device on this node")
         sm = build_split_model(m.weights, m.seed, m.split, m.butterfly_channels, m.input_size)
         self._cloud_part = sm.cloud_part().to(self.device)
+        self._tail = sm.tail.to(self.device)  # the `split` strategy: no restoration unit
         self._full = sm.full.to(self.device)
         with torch.inference_mode():  # first calls allocate and pick kernels: keep them out of the run
             x = torch.zeros(1, 3, m.input_size, m.input_size, device=self.device)
@@ -232,9 +233,10 @@ class CloudServer:
 
         t0 = now()
         with torch.inference_mode():
-            if kind == "butterfly":
+            if kind in ("butterfly", "split"):
                 feats = np.stack([codec.decode_tensor(j.header["codec"], j.payload) for j in jobs])
-                logits = self._cloud_part(torch.from_numpy(feats).to(self.device))
+                part = self._cloud_part if kind == "butterfly" else self._tail
+                logits = part(torch.from_numpy(feats).to(self.device))
             else:
                 images = [codec.decode_jpeg(j.payload) for j in jobs]
                 logits = self._full(preprocess(images, self.device))

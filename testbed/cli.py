@@ -115,6 +115,7 @@ def _sweep(topology_file: str, overrides: list[str], spec: str, out: Path, err: 
         return 2
     out.mkdir(parents=True, exist_ok=True)
     table = sweep.SweepTable(out / "sweep.csv")
+    cuts: list[dict[str, object]] = []  # model.split sweeps: per cut and network (split_sweep)
     status = 0
     try:
         for value, topo in zip(values, points, strict=True):
@@ -124,11 +125,21 @@ def _sweep(topology_file: str, overrides: list[str], spec: str, out: Path, err: 
                 break
             summary = json.loads((out / sweep.folder_name(key, value) / "summary.json").read_text())
             table.append(sweep.point_rows(value, topo, summary))
+            if key == "model.split":
+                from testbed.split_sweep import cut_rows
+
+                cuts += cut_rows(value, summary)
     finally:
         table.close()
         if table.rows:
             sweep.plot(table.rows, key, out / "sweep.png")
             _print_sweep(table.rows, key, out)
+        if cuts:
+            from testbed import split_sweep
+
+            split_sweep.print_table(cuts)
+            csv_path, png = split_sweep.write(cuts, out)
+            print(f"split-point sweep: {csv_path}, {png}")
     return status
 
 
