@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import statistics
 import time
 from itertools import pairwise
@@ -122,3 +123,20 @@ def test_pool_slices_cover_every_device_once():
     assert [len(s) for s in slices] == [84, 83, 83]
     assert [i for s in slices for i in s] == list(range(250))
     assert pool_slices(5, 100) == [range(0, 5)]
+
+
+def test_absolute_device_profile_sets_speed_from_the_hosts_calibrated_time():
+    from actors.device_pool import DevicePool
+    from testbed.config import load_topology
+
+    topo = load_topology("topologies/smoke.yaml", ["device_classes.phone.full_model_ms=480",
+                                                   "device_classes.host.full_model_ms=60"])
+    pool = DevicePool(0, topo.model_dump_json(), [0, 3])
+    pool.calibration = {"device_only": 120.0}  # the host runs ResNet-50 in 120 ms
+    phone = pool.specs[0]
+    assert pool._speed(phone) == 0.25  # 120 / 480: a quarter of the host's speed
+    faster = dataclasses.replace(phone, full_model_ms=60.0)
+    assert pool._speed(faster) == 1.0  # cannot emulate a device faster than the host: clamped
+    relative = dataclasses.replace(phone, full_model_ms=None)
+    assert pool._speed(relative) == phone.speed
+    pool._executor.shutdown()
