@@ -8,8 +8,12 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+SUMMARY_COLUMNS = ("strategy", "done", "failed", "timed out", "p50 ms", "p95 ms", "p99 ms", "mean ms", "req/s",
+                   "energy mJ", "KB up")
+BREAKDOWN_KEYS = ("emu_wait_ms", "head_ms", "encode_ms", "uplink_ms", "queue_ms", "cloud_ms", "downlink_ms")
 
-def _f(x: Any, digits: int = 1) -> str:
+
+def fmt(x: Any, digits: int = 1) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "-"
     return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
@@ -20,19 +24,15 @@ def print_summary(summary: dict[str, Any], out_dir: str, console: Console | None
     topo = summary["topology"]
     t = Table(title=f"{topo['name']}: {sum(g['count'] for g in topo['devices'])} devices, "
                     f"{topo['duration_s']:g} s measured per strategy ({summary['status']})")
-    for col in ("strategy", "done", "failed", "timed out", "p50 ms", "p95 ms", "p99 ms", "mean ms",
-                "req/s", "energy mJ", "KB up"):
+    for col in SUMMARY_COLUMNS:
         t.add_column(col, justify="right" if col != "strategy" else "left")
-    for name, st in summary["strategies"].items():
-        lat, by = st["latency_ms"], st["by_status"]
-        t.add_row(name, str(by["completed"]), str(by["failed"]), str(by["timed_out"]), _f(lat["p50"]),
-                  _f(lat["p95"]), _f(lat["p99"]), _f(lat["mean"]), _f(st["throughput_rps"], 2),
-                  _f(st["energy_mj_mean"]), _f((st["bytes_up_mean"] or 0) / 1000 if st["bytes_up_mean"] else None))
+    for row in strategy_rows(summary):
+        t.add_row(*row)
     console.print(t)
     _print_breakdown(summary, console)
     for pair, r in summary["comparison"].items():
-        console.print(f"{pair}: latency p50 x{_f(r['latency_p50'], 2)}, mean x{_f(r['latency_mean'], 2)}; "
-                      f"energy x{_f(r['energy_mean'], 2)}; bytes up x{_f(r['bytes_up_mean'], 1)}  "
+        console.print(f"{pair}: latency p50 x{fmt(r['latency_p50'], 2)}, mean x{fmt(r['latency_mean'], 2)}; "
+                      f"energy x{fmt(r['energy_mean'], 2)}; bytes up x{fmt(r['bytes_up_mean'], 1)}  "
                       "(>1: the second strategy is better)")
     for rep in summary["replicas"]:
         console.print(f"replica {rep['replica']} ({rep['device']}): {rep['completed']} requests, mean batch "
@@ -42,18 +42,36 @@ def print_summary(summary: dict[str, Any], out_dir: str, console: Console | None
     console.print(f"link: {summary['backends']['link']}")
     console.print(f"cpu: {summary['backends']['cpu']}")
     vs = fid["uplink_vs_configured_pct"]
-    console.print(f"fidelity: uplink vs configured link {_f(vs['p50'], 2)}% (p50), {_f(vs['p95'], 2)}% (p95); "
-                  f"shaper write error p95 {_f(fid['uplink_error_ms_p95'], 2)} ms; "
-                  f"pool executor wait p95 {_f(fid['emu_wait_ms_p95'], 2)} ms")
-    console.print(f"results: {out_dir}/ (summary.json, requests.csv, server_load.csv, server_load.html)")
+    console.print(f"fidelity: uplink vs configured link {fmt(vs['p50'], 2)}% (p50), {fmt(vs['p95'], 2)}% (p95); "
+                  f"shaper write error p95 {fmt(fid['uplink_error_ms_p95'], 2)} ms; "
+                  f"pool executor wait p95 {fmt(fid['emu_wait_ms_p95'], 2)} ms")
+    console.print(f"results: {out_dir}/ (report.html, summary.json, requests.csv, server_load.csv, "
+                  "server_load.html)")
+
+
+def strategy_rows(summary: dict[str, Any]) -> list[list[str]]:
+    """One formatted row per strategy, in SUMMARY_COLUMNS order (the console table and report.html)."""
+    rows = []
+    for name, st in summary["strategies"].items():
+        lat, by = st["latency_ms"], st["by_status"]
+        rows.append([name, str(by["completed"]), str(by["failed"]), str(by["timed_out"]), fmt(lat["p50"]),
+                     fmt(lat["p95"]), fmt(lat["p99"]), fmt(lat["mean"]), fmt(st["throughput_rps"], 2),
+                     fmt(st["energy_mj_mean"]),
+                     fmt((st["bytes_up_mean"] or 0) / 1000 if st["bytes_up_mean"] else None)])
+    return rows
+
+
+def breakdown_rows(summary: dict[str, Any]) -> list[list[str]]:
+    """Mean breakdown per strategy, in BREAKDOWN_KEYS order."""
+    return [[name, *(fmt(st["breakdown_ms_mean"][k]) for k in BREAKDOWN_KEYS)]
+            for name, st in summary["strategies"].items()]
 
 
 def _print_breakdown(summary: dict[str, Any], console: Console) -> None:
-    keys = ("emu_wait_ms", "head_ms", "encode_ms", "uplink_ms", "queue_ms", "cloud_ms", "downlink_ms")
     t = Table(title="mean latency breakdown (ms, completed requests)")
     t.add_column("strategy")
-    for k in keys:
+    for k in BREAKDOWN_KEYS:
         t.add_column(k.removesuffix("_ms"), justify="right")
-    for name, st in summary["strategies"].items():
-        t.add_row(name, *(_f(st["breakdown_ms_mean"][k]) for k in keys))
+    for row in breakdown_rows(summary):
+        t.add_row(*row)
     console.print(t)
