@@ -1,5 +1,5 @@
 """Command line: `python run.py TOPOLOGY.yaml [--out DIR] [--set key.path=value ...]`,
-plus subcommands that read finished results: `run.py report DIR`.
+plus subcommands that read finished results: `run.py report DIR`, `run.py compare DIR1 DIR2 ...`.
 
 Exit status: 0 when the run completed, 2 for a topology that cannot run
 (reported before Ray starts), 130 when interrupted (Ctrl-C or SIGTERM; the
@@ -22,7 +22,8 @@ from testbed.config import ConfigError, Topology, load_topology
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="run.py", description="Run a splitbed experiment described by a topology YAML.",
-                                epilog="results: run.py report DIR (rebuild report.html)")
+                                epilog="results: run.py report DIR (rebuild report.html); "
+                                       "run.py compare DIR1 DIR2 ... (runs side by side)")
     p.add_argument("topology", nargs="?", help="topology file, e.g. topologies/lte_100devices.yaml")
     p.add_argument("--out", type=Path, help="output folder (default: results/<topology>-<timestamp>/)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
@@ -163,7 +164,13 @@ def _report(argv: list[str]) -> int:
     return 0
 
 
-SUBCOMMANDS = {"report": _report}  # argv[0] -> handler(rest of argv) -> exit status
+def _compare(argv: list[str]) -> int:
+    from testbed.compare import main as compare_main
+
+    return compare_main(argv)
+
+
+SUBCOMMANDS = {"report": _report, "compare": _compare}  # argv[0] -> handler(rest of argv) -> exit status
 
 
 def _print_sweep(rows: list[dict[str, object]], key: str, out: Path) -> None:

@@ -179,7 +179,7 @@ def test_cli_report_rebuilds_the_page_and_exits_2_on_a_bad_folder(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_a_real_run_writes_report_html(tmp_path):
+def test_a_real_run_writes_report_html_and_compare_reads_it(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.run([sys.executable, str(ROOT / "run.py"), str(ROOT / "topologies/smoke.yaml"), "--out",
                            str(out), "--set", "duration_s=3", "--set", "warmup_s=0",
@@ -193,3 +193,8 @@ def test_a_real_run_writes_report_html(tmp_path):
     rebuilt = subprocess.run([sys.executable, str(ROOT / "run.py"), "report", str(out)], capture_output=True,
                              text=True, timeout=120, cwd=ROOT)
     assert rebuilt.returncode == 0 and set(plots((out / "report.html").read_text())) == expected
+    cmp = subprocess.run([sys.executable, str(ROOT / "run.py"), "compare", str(out), str(out), "--out",
+                          str(tmp_path / "cmp")], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert cmp.returncode == 0, cmp.stderr[-2000:]
+    assert cmp.stdout.count("butterfly") == 2 and set(plots((tmp_path / "cmp" / "compare.html").read_text())) == {
+        "compare"}
