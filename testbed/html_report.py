@@ -109,9 +109,11 @@ def _completed(records: list[dict[str, Any]], strategy: str) -> list[dict[str, A
     return [r for r in records if r["strategy"] == strategy and r["status"] == "completed" and r["e2e_ms"] is not None]
 
 
-def _mean(records: list[dict[str, Any]], column: str) -> float:
+def _mean(records: list[dict[str, Any]], column: str, empty: float = 0.0) -> float:
+    """Mean over the rows that have the column; `empty` where none has it (0 for a stage a strategy skips,
+    NaN for an energy part the model could not estimate, which is then left out of the bar, not drawn as 0)."""
     values = [float(r[column]) for r in records if r.get(column) is not None]
-    return sum(values) / len(values) if values else 0.0
+    return sum(values) / len(values) if values else empty
 
 
 def _cdf_figure(measured: list[dict[str, Any]], strategies: list[str]) -> Any:
@@ -138,8 +140,8 @@ def _stacked_bars(parts: dict[str, dict[str, float]], ylabel: str, title: str) -
     bottoms = [0.0] * len(names)
     for segment in dict.fromkeys(k for p in parts.values() for k in p):
         heights = [parts[n].get(segment, 0.0) for n in names]
-        ax.bar(names, heights, bottom=bottoms, label=segment)
-        bottoms = [b + h for b, h in zip(bottoms, heights, strict=True)]
+        ax.bar(names, heights, bottom=bottoms, label=segment)  # a NaN height draws nothing
+        bottoms = [b + (0.0 if math.isnan(h) else h) for b, h in zip(bottoms, heights, strict=True)]
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3, axis="y")
@@ -165,9 +167,10 @@ def _energy_figure(measured: list[dict[str, Any]], strategies: list[str]) -> Any
         return None
     columns = set().union(*(r.keys() for rows in done.values() for r in rows))
     radio = [c for c in RADIO_PARTS if c in columns] or ["energy_radio_mj"]  # the finer parts sum to the radio
-    parts = {s: {c.removeprefix("energy_").removesuffix("_mj"): _mean(rows, c) for c in ("energy_compute_mj", *radio)}
-             for s, rows in done.items()}
-    return _stacked_bars(parts, "mean energy per request (mJ)", "device energy: compute vs radio")
+    parts = {s: {c.removeprefix("energy_").removesuffix("_mj"): _mean(rows, c, math.nan)
+                 for c in ("energy_compute_mj", *radio)} for s, rows in done.items()}
+    return _stacked_bars(parts, "mean energy per request (mJ)",
+                         "device energy: compute vs radio (unknown parts left out)")
 
 
 def _time_figure(records: list[dict[str, Any]], strategies: list[str], warmup_s: float,

@@ -85,6 +85,18 @@ def test_energy_stacks_the_finer_radio_parts_when_requests_csv_has_them(tmp_path
     assert heights[:2] == pytest.approx([225.0, 0.0], abs=20)  # compute: butterfly's head, none for cloud_only
 
 
+def test_an_energy_part_nobody_could_estimate_is_left_out_not_drawn_as_zero(tmp_path):
+    folder = make_run(tmp_path / "run", radio_parts=True)
+    measured = [r for r in read_rows(folder / "requests.csv") if r["phase"] == "measure"]
+    for r in measured:
+        if r["strategy"] == "cloud_only":  # e.g. a network whose radio coefficients are unknown
+            r.update(energy_transfer_mj=None, energy_promotion_mj=None, energy_tail_mj=None)
+    fig = html_report._energy_figure(measured, ["butterfly", "cloud_only"])
+    heights = [p.get_height() for p in fig.axes[0].patches]  # (butterfly, cloud_only) per segment
+    assert heights[3] != heights[3] and heights[5] != heights[5] and heights[7] != heights[7]  # NaN: no bar
+    assert heights[2] > 0 and heights[1] == pytest.approx(0.0)
+
+
 @pytest.mark.parametrize("emu_wait, segments", [
     (True, ["emu_wait", "head + encode", "uplink", "queue", "cloud", "downlink"]),
     (False, ["head + encode", "uplink", "queue", "cloud", "downlink"]),
