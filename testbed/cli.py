@@ -1,4 +1,5 @@
-"""Command line: `python run.py TOPOLOGY.yaml [--out DIR] [--set key.path=value ...]`.
+"""Command line: `python run.py TOPOLOGY.yaml [--out DIR] [--set key.path=value ...]`,
+plus subcommands that read finished results: `run.py report DIR`, `run.py compare DIR1 DIR2 ...`.
 
 Exit status: 0 when the run completed, 2 for a topology that cannot run
 (reported before Ray starts), 130 when interrupted (Ctrl-C or SIGTERM; the
@@ -20,7 +21,9 @@ from testbed.config import ConfigError, Topology, load_topology
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="run.py", description="Run a splitbed experiment described by a topology YAML.")
+    p = argparse.ArgumentParser(prog="run.py", description="Run a splitbed experiment described by a topology YAML.",
+                                epilog="results: run.py report DIR (rebuild report.html); "
+                                       "run.py compare DIR1 DIR2 ... (runs side by side)")
     p.add_argument("topology", nargs="?", help="topology file, e.g. topologies/lte_100devices.yaml")
     p.add_argument("--out", type=Path, help="output folder (default: results/<topology>-<timestamp>/)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
@@ -43,6 +46,9 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in SUBCOMMANDS:  # checked first, so `run.py TOPOLOGY.yaml [flags]` keeps working
+        return SUBCOMMANDS[argv[0]](argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
     if args.cleanup:
@@ -140,7 +146,43 @@ def _sweep(topology_file: str, overrides: list[str], spec: str, out: Path, err: 
             split_sweep.print_table(cuts)
             csv_path, png = split_sweep.write(cuts, out)
             print(f"split-point sweep: {csv_path}, {png}")
+        if table.rows:
+            _sweep_report(out, key)
     return status
+
+
+def _sweep_report(out: Path, key: str) -> None:
+    """report.html for the sweep folder; a failure is reported, never allowed to hide the sweep's status."""
+    try:
+        from testbed.html_report import write_report
+
+        print(f"report: {write_report(out, sweep_key=key)}")
+    except Exception as e:  # noqa: BLE001 - sweep.csv and sweep.png are already written
+        print(f"sweep report.html not written: {type(e).__name__}: {e}", file=sys.stderr)
+
+
+def _report(argv: list[str]) -> int:
+    from testbed.html_report import ReportError, write_report
+
+    p = argparse.ArgumentParser(prog="run.py report", description="(Re)build report.html for a results folder "
+                                "(a run's, or a sweep's parent folder).")
+    p.add_argument("dir", type=Path, help="results folder holding summary.json (a run) or sweep.csv (a sweep)")
+    args = p.parse_args(argv)
+    try:
+        print(write_report(args.dir))
+    except ReportError as e:
+        print(f"run.py report: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _compare(argv: list[str]) -> int:
+    from testbed.compare import main as compare_main
+
+    return compare_main(argv)
+
+
+SUBCOMMANDS = {"report": _report, "compare": _compare}  # argv[0] -> handler(rest of argv) -> exit status
 
 
 def _print_sweep(rows: list[dict[str, object]], key: str, out: Path) -> None:

@@ -259,10 +259,20 @@ def parse_key_path(path: str) -> list[str | int]:
     return parts
 
 
+_PLAIN_KEY = re.compile(r"[^.\[\]\s]+")
+
+
 def format_key_path(parts: tuple[Any, ...] | list[Any]) -> str:
+    """['devices', 0, 'rate_hz'] -> `devices[0].rate_hz`; a key a dotted path cannot spell (empty, with dots,
+    brackets or spaces) is quoted, `cloud['a.b']`, so every problem still points at its key."""
     out = ""
     for p in parts:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+        if isinstance(p, int):
+            out += f"[{p}]"
+        elif _PLAIN_KEY.fullmatch(str(p)):
+            out += f".{p}" if out else str(p)
+        else:
+            out += f"[{str(p)!r}]"
     return out
 
 
@@ -310,7 +320,10 @@ def _resolve_paths(node: Any, base: Path) -> None:
     if isinstance(node, dict):
         for k, v in node.items():
             if k in PATH_KEYS and isinstance(v, str) and not Path(v).is_absolute():
-                node[k] = str((base / v).resolve())
+                try:
+                    node[k] = str((base / v).resolve())
+                except (OSError, ValueError):  # e.g. a NUL byte: left as written, for _path_problem to report
+                    pass
             else:
                 _resolve_paths(v, base)
     elif isinstance(node, list):
@@ -403,8 +416,8 @@ def _cross_checks(topo: Topology) -> list[Problem]:
                                 f"must be below the {c} channels at split {topo.model.split} "
                                 "(the butterfly unit reduces them)", topo.model.butterfly_channels, True))
     for key, value in (("model.weights", topo.model.weights), ("model.image_dir", topo.model.image_dir)):
-        if value is not None and not Path(value).exists():
-            problems.append(Problem(key, "no such file or folder", value, True))
+        if value is not None and (problem := _path_problem(key, value)):
+            problems.append(problem)
     problems += _trace_problems(topo)
     problems += _subnet_problems(topo)
     if topo.pools.compute == "replay" and topo.throttling.cpu == "cgroup":
@@ -417,6 +430,17 @@ def _cross_checks(topo: Topology) -> list[Problem]:
         problems.append(Problem("cloud.num_gpus", "must be > 0 when cloud.device is cuda",
                                 topo.cloud.num_gpus, True))
     return problems
+
+
+def _path_problem(key: str, value: str) -> Problem | None:
+    """A configured file or folder that is not there. A path the OS refuses outright (a name too long) raises
+    from exists(); it is reported the same way, never raised."""
+    try:
+        if Path(value).exists():
+            return None
+    except (OSError, ValueError) as e:
+        return Problem(key, f"not a usable path: {getattr(e, 'strerror', None) or e}", value, True)
+    return Problem(key, "no such file or folder", value, True)
 
 
 def _trace_places(topo: Topology) -> list[tuple[str, str]]:
@@ -435,7 +459,7 @@ def _trace_problems(topo: Topology) -> list[Problem]:
     for key, path in _trace_places(topo):
         try:
             MahimahiTrace.load(path)
-        except TraceError as e:
+        except (TraceError, ValueError) as e:  # ValueError: a path open() refuses (a NUL byte)
             problems.append(Problem(key, f"not a usable Mahimahi trace: {e}", path, True))
     return problems
 

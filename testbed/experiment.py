@@ -142,6 +142,7 @@ def run_experiment(topo: Topology, topology_file: str, out_dir: Path,
         folder.write_summary(summary)
         folder.close()
         _write_load_report(folder.dir, summary, state, progress)
+        _write_html_report(folder.dir, progress)
     return summary
 
 
@@ -155,6 +156,16 @@ def _write_load_report(out_dir: Path, summary: dict[str, Any], state: RunState, 
         write_report(out_dir, summary, state.records, state.load_rows)
     except Exception as e:  # noqa: BLE001 - the CSVs and summary.json are already written
         progress.note(f"server-load report not written: {type(e).__name__}: {e}")
+
+
+def _write_html_report(out_dir: Path, progress: Progress) -> None:
+    """report.html, also for a partial run; like the load report, a failure never loses the run."""
+    try:
+        from testbed.html_report import write_report
+
+        write_report(out_dir)
+    except Exception as e:  # noqa: BLE001 - the CSVs and summary.json are already written
+        progress.note(f"report.html not written: {type(e).__name__}: {e}")
 
 
 def _sweep_cgroups(run_id: str) -> None:

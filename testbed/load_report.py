@@ -10,11 +10,12 @@ the replica's own clock, aligned to the phase's first sample (about +-0.5 s).
 
 from __future__ import annotations
 
-import base64
 import html
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
+
+from testbed import htmlkit
 
 
 def _phase_series(records: list[dict[str, Any]], load: list[dict[str, Any]], strategy: str) -> tuple[Any, Any]:
@@ -29,7 +30,7 @@ def _phase_series(records: list[dict[str, Any]], load: list[dict[str, Any]], str
     return lat, by_replica
 
 
-def _rolling_median(points: list[tuple[float, float]], window: int = 25) -> list[tuple[float, float]]:
+def rolling_median(points: list[tuple[float, float]], window: int = 25) -> list[tuple[float, float]]:
     import statistics
 
     return [(points[i][0], statistics.median(p for _, p in points[max(0, i - window + 1): i + 1]))
@@ -37,16 +38,17 @@ def _rolling_median(points: list[tuple[float, float]], window: int = 25) -> list
 
 
 def plot_phase(records: list[dict[str, Any]], load: list[dict[str, Any]], strategy: str, path: Path) -> Path:
-    import matplotlib
+    return htmlkit.save(phase_figure(records, load, strategy), path)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
+def phase_figure(records: list[dict[str, Any]], load: list[dict[str, Any]], strategy: str) -> Any:
+    """One phase's device latency stacked over each replica's load (a matplotlib Figure)."""
+    plt = htmlkit.pyplot()
     lat, by_replica = _phase_series(records, load, strategy)
     fig, axes = plt.subplots(4, 1, figsize=(10, 10), sharex=True)
     if lat:
         axes[0].scatter(*zip(*lat, strict=True), s=6, alpha=0.4, label="request e2e")
-        axes[0].plot(*zip(*_rolling_median(lat), strict=True), color="black", label="rolling median")
+        axes[0].plot(*zip(*rolling_median(lat), strict=True), color="black", label="rolling median")
         axes[0].legend(fontsize=8)
     axes[0].set_ylabel("device e2e latency (ms)")
     for replica, rows in sorted(by_replica.items()):
@@ -68,12 +70,10 @@ def plot_phase(records: list[dict[str, Any]], load: list[dict[str, Any]], strate
         ax.grid(alpha=0.3)
     fig.suptitle(f"{strategy}: device latency and server load")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return fig
 
 
-def _replica_table(summary: dict[str, Any]) -> str:
+def replica_table(summary: dict[str, Any]) -> str:
     head = ("<tr><th>replica</th><th>device</th><th>requests</th><th>completed</th><th>rejected</th>"
             "<th>mean batch</th><th>batch histogram</th><th>busy (run)</th><th>max queue</th></tr>")
     rows = "".join(
@@ -90,18 +90,12 @@ def write_report(out_dir: Path, summary: dict[str, Any], records: list[dict[str,
     sections = []
     for strategy in summary["phases_done"] or list(dict.fromkeys(r["strategy"] for r in load)):
         png = plot_phase(records, load, strategy, out_dir / f"server_load_{strategy}.png")
-        data = base64.b64encode(png.read_bytes()).decode()
         busy = summary.get("server_busy_by_strategy", {}).get(strategy)
         note = f" (mean server busy fraction {busy:.0%})" if busy is not None else ""
         sections.append(f"<h2>{html.escape(strategy)}{note}</h2>"
-                        f'<img alt="{html.escape(strategy)} load" src="data:image/png;base64,{data}">')
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>server load: "
-            f"{html.escape(summary['topology']['name'])}</title><style>body{{font-family:sans-serif;margin:2em}}"
-            "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
-            "img{max-width:100%}</style></head><body>"
-            f"<h1>Server load: {html.escape(summary['topology']['name'])} ({html.escape(summary['status'])})</h1>"
-            f"<p>{html.escape(summary['backends']['link'])}<br>{html.escape(summary['backends']['cpu'])}</p>"
-            f"{_replica_table(summary)}{''.join(sections)}</body></html>")
+                        + htmlkit.img(png.read_bytes(), f"{strategy} load", f"server_load_{strategy}"))
+    body = (f"<p>{html.escape(summary['backends']['link'])}<br>{html.escape(summary['backends']['cpu'])}</p>"
+            f"{replica_table(summary)}{''.join(sections)}")
     path = out_dir / "server_load.html"
-    path.write_text(page)
+    path.write_text(htmlkit.page(f"Server load: {summary['topology']['name']} ({summary['status']})", body))
     return path

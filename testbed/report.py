@@ -8,6 +8,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+SUMMARY_COLUMNS = ("strategy", "done", "failed", "timed out", "p50 ms", "p95 ms", "p99 ms", "mean ms", "req/s",
+                   "energy mJ", "KB up")
+BREAKDOWN_KEYS = ("emu_wait_ms", "head_ms", "encode_ms", "uplink_ms", "queue_ms", "cloud_ms", "downlink_ms")
+
 
 def fmt(x: Any, digits: int = 1) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
@@ -20,14 +24,10 @@ def print_summary(summary: dict[str, Any], out_dir: str, console: Console | None
     topo = summary["topology"]
     t = Table(title=f"{topo['name']}: {sum(g['count'] for g in topo['devices'])} devices, "
                     f"{topo['duration_s']:g} s measured per strategy ({summary['status']})")
-    for col in ("strategy", "done", "failed", "timed out", "p50 ms", "p95 ms", "p99 ms", "mean ms",
-                "req/s", "energy mJ", "KB up"):
+    for col in SUMMARY_COLUMNS:
         t.add_column(col, justify="right" if col != "strategy" else "left")
-    for name, st in summary["strategies"].items():
-        lat, by = st["latency_ms"], st["by_status"]
-        t.add_row(name, str(by["completed"]), str(by["failed"]), str(by["timed_out"]), fmt(lat["p50"]),
-                  fmt(lat["p95"]), fmt(lat["p99"]), fmt(lat["mean"]), fmt(st["throughput_rps"], 2),
-                  fmt(st["energy_mj_mean"]), fmt((st["bytes_up_mean"] or 0) / 1000 if st["bytes_up_mean"] else None))
+    for row in strategy_rows(summary):
+        t.add_row(*row)
     console.print(t)
     _print_breakdown(summary, console)
     _print_energy(summary, console)
@@ -50,7 +50,26 @@ def print_summary(summary: dict[str, Any], out_dir: str, console: Console | None
     console.print(f"fidelity: uplink vs configured link {fmt(vs['p50'], 2)}% (p50), {fmt(vs['p95'], 2)}% (p95); "
                   f"shaper write error p95 {fmt(fid['uplink_error_ms_p95'], 2)} ms; "
                   f"pool executor wait p95 {fmt(fid['emu_wait_ms_p95'], 2)} ms")
-    console.print(f"results: {out_dir}/ (summary.json, requests.csv, server_load.csv, server_load.html)")
+    console.print(f"results: {out_dir}/ (report.html, summary.json, requests.csv, server_load.csv, "
+                  "server_load.html)")
+
+
+def strategy_rows(summary: dict[str, Any]) -> list[list[str]]:
+    """One formatted row per strategy, in SUMMARY_COLUMNS order (the console table and report.html)."""
+    rows = []
+    for name, st in summary["strategies"].items():
+        lat, by = st["latency_ms"], st["by_status"]
+        rows.append([name, str(by["completed"]), str(by["failed"]), str(by["timed_out"]), fmt(lat["p50"]),
+                     fmt(lat["p95"]), fmt(lat["p99"]), fmt(lat["mean"]), fmt(st["throughput_rps"], 2),
+                     fmt(st["energy_mj_mean"]),
+                     fmt((st["bytes_up_mean"] or 0) / 1000 if st["bytes_up_mean"] else None)])
+    return rows
+
+
+def breakdown_rows(summary: dict[str, Any]) -> list[list[str]]:
+    """Mean breakdown per strategy, in BREAKDOWN_KEYS order."""
+    return [[name, *(fmt(st["breakdown_ms_mean"][k]) for k in BREAKDOWN_KEYS)]
+            for name, st in summary["strategies"].items()]
 
 
 def _print_energy(summary: dict[str, Any], console: Console) -> None:
@@ -66,11 +85,10 @@ def _print_energy(summary: dict[str, Any], console: Console) -> None:
 
 
 def _print_breakdown(summary: dict[str, Any], console: Console) -> None:
-    keys = ("emu_wait_ms", "head_ms", "encode_ms", "uplink_ms", "queue_ms", "cloud_ms", "downlink_ms")
     t = Table(title="mean latency breakdown (ms, completed requests)")
     t.add_column("strategy")
-    for k in keys:
+    for k in BREAKDOWN_KEYS:
         t.add_column(k.removesuffix("_ms"), justify="right")
-    for name, st in summary["strategies"].items():
-        t.add_row(name, *(fmt(st["breakdown_ms_mean"][k]) for k in keys))
+    for row in breakdown_rows(summary):
+        t.add_row(*row)
     console.print(t)

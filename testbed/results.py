@@ -58,6 +58,28 @@ class RunFolder:
         self.server_load.close()
 
 
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """A CSV this folder wrote, with values typed back (empty -> None, True/False, int, float), so readers
+    (the reports) see what the driver held; a missing file reads as no rows (a run stopped before it)."""
+    if not path.exists():
+        return []
+    with path.open(newline="") as f:
+        return [{k: _typed(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def _typed(text: str | None) -> Any:
+    if text is None or text == "":
+        return None
+    if text in ("True", "False"):
+        return text == "True"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 def _json_safe(obj: Any) -> Any:
     """NaN is not JSON: write null instead, so any JSON reader can load the summary."""
     if isinstance(obj, float):

@@ -19,6 +19,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from testbed import htmlkit
 from testbed.config import ConfigError, Problem, Topology, load_topology
 from testbed.results import CsvLog
 
@@ -111,11 +112,12 @@ class SweepTable:
 
 
 def plot(rows: list[dict[str, Any]], key: str, path: Path) -> Path:
-    import matplotlib
+    return htmlkit.save(figure(rows, key), path, dpi=110)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
+def figure(rows: list[dict[str, Any]], key: str) -> Any:
+    """Throughput, p50/p99 latency and server busy fraction against the swept value (a matplotlib Figure)."""
+    plt = htmlkit.pyplot()
     sat = saturation_points(rows)
     fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True)
     panels = [("throughput_rps", "throughput (req/s)"), ("p50_ms", "p50 latency (ms)"),
@@ -139,9 +141,7 @@ def plot(rows: list[dict[str, Any]], key: str, path: Path) -> Path:
     axes[0][0].legend(fontsize=8)
     fig.suptitle(f"sweep over {key} (dotted: first saturated value)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def _x_values(rows: list[dict[str, Any]]) -> dict[str, float]:

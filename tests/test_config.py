@@ -49,7 +49,7 @@ def test_shipped_topologies_are_valid(path):
     ("networks.lte.loss_pct=100", "networks.lte.loss_pct", "less than 100"),
     ("device_classes.phone.speed=2", "device_classes.phone.speed", "less than or equal to 1"),
     ("strategies=[]", "strategies", "at least 1 item"),
-    ("strategies=[edge_only]", "strategies[0]", "'cloud_only', 'butterfly' or 'device_only'"),
+    ("strategies=[edge_only]", "strategies[0]", "'cloud_only', 'butterfly', 'split' or 'device_only'"),
     ("throttling.backend=magic", "throttling.backend", "'userspace'"),
     ("duration_s=-3", "duration_s", "greater than 0"),
 ])
@@ -158,3 +158,23 @@ def test_traces_resolve_relative_to_the_topology_and_are_checked(tmp_path, write
     assert "line 2: timestamp 3 is smaller than the previous one (5)" in msg
     msg = problems(write_topology(minimal_yaml), ["devices.link.uplink_trace=nope.up"])
     assert "devices[0].link.uplink_trace: not a usable Mahimahi trace" in msg and "cannot read" in msg
+
+
+@pytest.mark.parametrize("extra, says", [
+    ('"": 1\n', "['']: unknown key; allowed keys here: name,"),
+    ("cloud: {a.b: 1}\n", "cloud['a.b']: unknown key; allowed keys here: replicas,"),
+])
+def test_keys_a_dotted_path_cannot_spell_are_quoted(write_topology, minimal_yaml, extra, says):
+    path = write_topology(minimal_yaml + extra)
+    assert f"{path}: {says}" in problems(path)
+
+
+@pytest.mark.parametrize("override, key, says", [
+    ('model.weights="w\\0.pt"', "model.weights", "no such file or folder"),
+    (f"model.image_dir={'d' * 300}", "model.image_dir", "not a usable path: File name too long"),
+    ('devices.link.uplink_trace="up\\0.trace"', "devices[0].link.uplink_trace",
+     "not a usable Mahimahi trace: embedded null byte"),
+])
+def test_paths_the_os_refuses_are_problems_not_tracebacks(write_topology, minimal_yaml, override, key, says):
+    path = write_topology(minimal_yaml)
+    assert f"{path}: {key}: {says}" in problems(path, [override])

@@ -58,3 +58,6 @@ def test_two_point_sweep_writes_table_plot_and_folders(tmp_path):
     assert (out / "sweep.png").stat().st_size > 10_000
     assert (out / "devices_0_.count=1" / "summary.json").exists() and (out / "devices_0_.count=4").is_dir()
     assert "kept up at every point" in proc.stdout or "saturated from" in proc.stdout
+    page = (out / "report.html").read_text()  # the sweep's own page: its curves and a link per point
+    assert "Sweep over devices[0].count" in page and 'data-plot="sweep"' in page
+    assert 'href="devices_0_.count=4/report.html"' in page and (out / "devices_0_.count=4" / "report.html").exists()
