@@ -133,10 +133,11 @@ class TrainSpec(_Frozen):
     test_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
     input_size: Annotated[int, Field(ge=32, le=1024)] = 32
     epochs: PosInt = 6  # the unsplit network
-    finetune_epochs: PosInt = 2  # each butterfly variant: the same budget for every channel count
+    finetune_epochs: PosInt = 4  # each butterfly variant: the same budget for every channel count
     max_steps_per_epoch: PosInt | None = None
     batch_size: Annotated[int, Field(ge=2)] = 64  # BatchNorm needs more than one sample
     lr: PosFloat = 0.001
+    shift_px: Annotated[int, Field(ge=0, le=16)] = 3  # random translation in training; 0 = none
     train_scope: Literal["all", "butterfly_tail", "butterfly"] = "all"  # what fine-tuning updates
     distill: bool = True  # soft targets from the trained unsplit network
     distill_temperature: PosFloat = 4.0

@@ -44,7 +44,7 @@ def run_training(topo: Topology, out: Path, log: Callable[[str], None] = print) 
     x_test, y_test = to_tensors(data.test.images, data.test.labels)
     log(f"data {t.data}: {len(data.train)} train / {len(data.test)} test images, {len(data.classes)} classes, "
         f"{t.input_size}x{t.input_size}")
-    budget = Budget(t.epochs, t.batch_size, t.lr, t.max_steps_per_epoch, t.seed)
+    budget = Budget(t.epochs, t.batch_size, t.lr, t.max_steps_per_epoch, t.seed, t.shift_px)
     steps = CsvLog(out / "train_log.csv", LOG_COLUMNS)
     rows: list[dict[str, Any]] = []
     try:

@@ -27,6 +27,7 @@ class Budget:
     lr: float
     max_steps_per_epoch: int | None = None
     seed: int = 0
+    shift_px: int = 0  # random translation of each training image, up to this many pixels each way
 
 
 def distillation_loss(logits: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor | None,
@@ -65,7 +66,7 @@ def train(forward: Callable[[torch.Tensor], torch.Tensor], params: Iterable[nn.P
         order = torch.randperm(len(y), generator=gen)
         for step in range(per_epoch):
             idx = order[step * batch:(step + 1) * batch]
-            xb, yb = x[idx], y[idx]
+            xb, yb = random_shift(x[idx], budget.shift_px, gen), y[idx]
             teacher_logits = None
             if teacher is not None and distill_weight > 0:
                 with torch.no_grad():
@@ -79,6 +80,16 @@ def train(forward: Callable[[torch.Tensor], torch.Tensor], params: Iterable[nn.P
         if log:
             log(f"  epoch {epoch + 1}/{budget.epochs}: mean loss {np.mean(losses[-per_epoch:]):.4f}")
     return losses
+
+
+def random_shift(x: torch.Tensor, px: int, gen: torch.Generator) -> torch.Tensor:
+    """Translate each image by up to `px` pixels (edges replicated): a small data set otherwise overfits fast."""
+    if px == 0:
+        return x
+    n, _, h, w = x.shape
+    padded = F.pad(x, (px, px, px, px), mode="replicate")
+    dx, dy = torch.randint(0, 2 * px + 1, (2, n), generator=gen).tolist()
+    return torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
 
 
 def to_tensors(images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,7 +14,7 @@ from testbed.config import ConfigError, load_topology
 from testbed.datasets import load_data
 from testbed.model import build_split_model, save_checkpoint
 from testbed.tradeoff import set_scope
-from testbed.training import Budget, distillation_loss, evaluate_split, to_tensors, train
+from testbed.training import Budget, distillation_loss, evaluate_split, random_shift, to_tensors, train
 
 ROOT = Path(__file__).resolve().parent.parent
 TOPOLOGY = ROOT / "topologies" / "train_digits.yaml"
@@ -64,6 +64,17 @@ def test_training_reduces_the_loss_on_real_digits(trained):
     _, losses = trained
     assert len(losses) == 20
     assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:3])  # from random init, 1.8 against 3.0 here
+
+
+def test_random_shift_translates_each_image_by_at_most_px():
+    x, gen = torch.randn(6, 3, 8, 8), torch.Generator().manual_seed(0)
+    assert random_shift(x, 0, gen) is x
+    out = random_shift(x, 2, gen)
+    assert out.shape == x.shape
+    for i in range(len(x)):  # the centre of each output is the input moved by some (dy, dx) within 2 px
+        assert any(torch.equal(out[i, :, 2:6, 2:6], x[i, :, 2 - dy:6 - dy, 2 - dx:6 - dx])
+                   for dy in range(-2, 3) for dx in range(-2, 3))
+    assert not all(torch.equal(out[i], x[i]) for i in range(len(x)))
 
 
 def test_distillation_loss_mixes_cross_entropy_and_soft_targets():
