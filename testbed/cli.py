@@ -107,8 +107,10 @@ def _train(argv: list[str]) -> int:
         return 130
     print(format_table(rows))
     print(f"results: {out}/ (accuracy.csv, accuracy.png, train_log.csv, checkpoints)")
-    print(f"use one in an experiment: --set model.weights={out}/butterfly_{topo.model.split}_c"
-          f"{topo.train.channels[0]}.pt --set model.butterfly_channels={topo.train.channels[0]}")
+    m, channels = topo.model, topo.train.channels
+    c = m.butterfly_channels if m.butterfly_channels in channels else channels[0]
+    print(f"run an experiment with one: python run.py {args.topology} "
+          f"--set model.weights={out}/butterfly_{m.split}_c{c}.pt --set model.butterfly_channels={c}")
     return 0
 
 
