@@ -1,6 +1,9 @@
 """Command line: `python run.py TOPOLOGY.yaml [--out DIR] [--set key.path=value ...]`,
 plus subcommands that read finished results: `run.py report DIR`, `run.py compare DIR1 DIR2 ...`.
 
+Subcommands come first and have their own options: `python run.py train TOPOLOGY.yaml` trains
+butterfly units at the topology's cut (see testbed/tradeoff.py).
+
 Exit status: 0 when the run completed, 2 for a topology that cannot run
 (reported before Ray starts), 130 when interrupted (Ctrl-C or SIGTERM; the
 output folder then holds a summary marked partial), 1 for any other failure.
@@ -79,6 +82,38 @@ def main(argv: list[str] | None = None) -> int:
     if args.sweep:
         return _sweep(args.topology, overrides, args.sweep, out, err)
     return _run(topo, args.topology, out, err)
+
+
+def _train(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="run.py train", description="Train butterfly units at the topology's cut and "
+                                "write accuracy against bytes per request (accuracy.csv, accuracy.png).")
+    p.add_argument("topology", help="topology file with a train: section, e.g. topologies/train_digits.yaml")
+    p.add_argument("--out", type=Path, help="output folder (default: results/train-<topology>-<timestamp>/)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help="override a topology field, e.g. --set train.epochs=2 (repeatable)")
+    args = p.parse_args(argv)
+    try:
+        topo = load_topology(args.topology, args.overrides)
+    except ConfigError as e:
+        print(f"invalid topology:\n{e}", file=sys.stderr)
+        return 2
+    from testbed.tradeoff import format_table, run_training
+
+    out = args.out or Path("results") / f"train-{topo.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    print(f"splitbed train: {args.topology} -> {out}/", file=sys.stderr)
+    try:
+        rows = run_training(topo, out, log=lambda line: print(line, file=sys.stderr, flush=True))
+    except KeyboardInterrupt:
+        print(f"interrupted: what was finished is in {out}/", file=sys.stderr)
+        return 130
+    print(format_table(rows))
+    print(f"results: {out}/ (accuracy.csv, accuracy.png, train_log.csv, checkpoints)")
+    m, channels = topo.model, topo.train.channels
+    c = m.butterfly_channels if m.butterfly_channels in channels else channels[0]
+    print(f"run an experiment with one: python run.py {args.topology} "
+          f"--set model.weights={out}/butterfly_{m.split}_c{c}.pt --set model.butterfly_channels={c}")
+    return 0
 
 
 def _run(topo: Topology, topology_file: str, out: Path, err: Console, quiet: bool = False) -> int:
@@ -182,7 +217,7 @@ def _compare(argv: list[str]) -> int:
     return compare_main(argv)
 
 
-SUBCOMMANDS = {"report": _report, "compare": _compare}  # argv[0] -> handler(rest of argv) -> exit status
+SUBCOMMANDS = {"report": _report, "compare": _compare, "train": _train}  # argv[0] -> handler(argv[1:]) -> status
 
 
 def _print_sweep(rows: list[dict[str, object]], key: str, out: Path) -> None:

@@ -141,6 +141,32 @@ class ModelSpec(_Frozen):
     image_dir: str | None = None
 
 
+BUILTIN_DATASETS = ("digits",)  # shipped inside a package (scikit-learn), so training needs no download
+CodecDtype = Literal["float32", "float16", "int8"]
+
+
+class TrainSpec(_Frozen):
+    """`run.py train`: the unsplit network on `data`, then a butterfly unit per entry of `channels`
+    fine-tuned from it at model.split, each evaluated through every codec in `codecs`."""
+
+    data: str = "digits"  # a built-in data set or an ImageFolder folder (one subfolder per class)
+    test_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
+    input_size: Annotated[int, Field(ge=32, le=1024)] = 32
+    epochs: PosInt = 6  # the unsplit network
+    finetune_epochs: PosInt = 4  # each butterfly variant: the same budget for every channel count
+    max_steps_per_epoch: PosInt | None = None
+    batch_size: Annotated[int, Field(ge=2)] = 64  # BatchNorm needs more than one sample
+    lr: PosFloat = 0.001
+    shift_px: Annotated[int, Field(ge=0, le=16)] = 3  # random translation in training; 0 = none
+    train_scope: Literal["all", "butterfly_tail", "butterfly"] = "all"  # what fine-tuning updates
+    distill: bool = True  # soft targets from the trained unsplit network
+    distill_temperature: PosFloat = 4.0
+    distill_weight: Annotated[float, Field(ge=0, le=1)] = 0.5  # KL share of the loss; CE gets the rest
+    channels: Annotated[list[PosInt], Field(min_length=1)] = [2, 4, 8, 16]
+    codecs: Annotated[list[CodecDtype], Field(min_length=1)] = ["float32", "float16", "int8"]
+    seed: int = 0
+
+
 class Cloud(_Frozen):
     replicas: PosInt = 1
     device: Literal["cpu", "cuda"] = "cpu"
@@ -206,6 +232,7 @@ class Topology(_Frozen):
     throttling: Throttling = Throttling()
     ray: RaySpec = RaySpec()
     references: list[Reference] = []  # published figures printed beside the measured ones
+    train: TrainSpec = TrainSpec()
 
     @property
     def device_count(self) -> int:
@@ -331,6 +358,14 @@ def _resolve_paths(node: Any, base: Path) -> None:
             _resolve_paths(v, base)
 
 
+def _resolve_train_data(raw: dict[str, Any], base: Path) -> None:
+    """`train.data` is a path too, unless it names a built-in data set."""
+    train = raw.get("train")
+    data = train.get("data") if isinstance(train, dict) else None
+    if isinstance(data, str) and data not in BUILTIN_DATASETS and not Path(data).is_absolute():
+        train["data"] = str((base / data).resolve())
+
+
 def _merge(base: dict[str, Any], over: Any) -> Any:
     """Field-by-field override of a built-in profile (non-mappings replace)."""
     if not isinstance(over, dict):
@@ -420,6 +455,7 @@ def _cross_checks(topo: Topology) -> list[Problem]:
             problems.append(problem)
     problems += _trace_problems(topo)
     problems += _subnet_problems(topo)
+    problems += _train_problems(topo)
     if topo.pools.compute == "replay" and topo.throttling.cpu == "cgroup":
         problems.append(Problem("throttling.cpu", "cgroup caps need real device compute; pools.compute is replay",
                                 "cgroup", True))
@@ -464,6 +500,19 @@ def _trace_problems(topo: Topology) -> list[Problem]:
     return problems
 
 
+def _train_problems(topo: Topology) -> list[Problem]:
+    t, c = topo.train, RESNET50_CHANNELS[topo.model.split]
+    problems = [Problem(f"train.channels[{i}]", f"must be below the {c} channels at split {topo.model.split} "
+                        "(the butterfly unit reduces them)", n, True) for i, n in enumerate(t.channels) if n >= c]
+    for key, values in (("channels", t.channels), ("codecs", t.codecs)):
+        if len(set(values)) != len(values):
+            problems.append(Problem(f"train.{key}", "each value may appear once", values, True))
+    if t.data not in BUILTIN_DATASETS and not Path(t.data).is_dir():
+        problems.append(Problem("train.data", "no such folder; allowed: an ImageFolder folder (one subfolder per "
+                                f"class) or a built-in data set: {', '.join(BUILTIN_DATASETS)}", t.data, True))
+    return problems
+
+
 def _subnet_problems(topo: Topology) -> list[Problem]:
     try:
         net = ipaddress.ip_network(topo.throttling.subnet)
@@ -499,6 +548,7 @@ def load_topology(path: str | Path, overrides: list[str] | tuple[str, ...] = ())
         except ValueError as e:
             raise ConfigError(file, [Problem("", str(e))]) from None
     _resolve_paths(raw, path.parent)
+    _resolve_train_data(raw, path.parent)
     try:
         topo = Topology.model_validate(_with_profiles(raw))
     except ValidationError as e:

@@ -4,14 +4,17 @@ The butterfly unit (Eshratifar et al., "Towards Collaborative Intelligence
 Friendly Architectures for Deep Learning", ISQED 2019) is a reduction
 conv(C->c) + BN + ReLU that runs on the device after the head, and a
 restoration conv(c->C) + BN + ReLU that runs in the cloud before the tail.
-Weights come from a local state_dict when the topology names one; nothing is
-downloaded, so the default is a seeded random init (timing and bytes are
-real; accuracy needs trained weights, see the butterfly training issue).
+Weights come from a local file when the topology names one: a plain ResNet-50
+state_dict, or a split checkpoint written by `run.py train` (backbone and
+butterfly unit, any number of classes). Nothing is downloaded, so the default
+is a seeded random init (timing and bytes are real; accuracy needs trained
+weights).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,17 +22,48 @@ from torch import nn
 from torchvision.models import resnet50
 
 SPLIT_POINTS = ("layer1", "layer2", "layer3", "layer4")
+CHECKPOINT_FORMAT = "splitbed.split_model.v1"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def build_backbone(weights: str | None, seed: int) -> nn.Module:
+def load_weights(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(flat state_dict, metadata) from a plain ResNet-50 state_dict or a split checkpoint.
+
+    A plain state_dict gets `backbone.` prefixes and empty metadata, so both kinds load one way.
+    """
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
+        return obj["state_dict"], dict(obj["meta"])
+    if not isinstance(obj, dict) or "fc.weight" not in obj:
+        raise ValueError(f"{path}: neither a ResNet-50 state_dict nor a splitbed checkpoint")
+    return {f"backbone.{k}": v for k, v in obj.items()}, {}
+
+
+def save_checkpoint(sm: SplitModel, path: str | Path, **meta: Any) -> None:
+    """The whole split model (backbone + butterfly) and what is needed to rebuild it."""
+    meta = {"split": sm.split, "channels": sm.channels, "reduced_channels": sm.reduced_channels,
+            "num_classes": sm.num_classes, **meta}
+    torch.save({"format": CHECKPOINT_FORMAT, "meta": meta, "state_dict": sm.as_module().state_dict()}, path)
+
+
+def _backbone(state: dict[str, torch.Tensor] | None, seed: int, num_classes: int) -> nn.Module:
     torch.manual_seed(seed)
-    net = resnet50(weights=None)
-    if weights:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-        net.load_state_dict(state)
+    if state is not None:  # the checkpoint's classifier decides the class count
+        num_classes = state["backbone.fc.weight"].shape[0]
+    net = resnet50(weights=None, num_classes=num_classes)
+    if state is not None:
+        net.load_state_dict(_part(state, "backbone"))
     return net.eval()
+
+
+def _part(state: dict[str, torch.Tensor], name: str) -> dict[str, torch.Tensor]:
+    return {k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + ".")}
+
+
+def build_backbone(weights: str | None, seed: int, num_classes: int = 1000) -> nn.Module:
+    """The unsplit network; `num_classes` applies to a random init only."""
+    return _backbone(load_weights(weights)[0] if weights else None, seed, num_classes)
 
 
 def stages(net: Any) -> list[tuple[str, nn.Module]]:
@@ -61,6 +95,18 @@ class SplitModel:
     channels: int  # C at the cut
     reduced_channels: int  # c
 
+    @property
+    def num_classes(self) -> int:
+        return self.full.fc.out_features
+
+    def as_module(self) -> nn.ModuleDict:
+        """Every parameter once (head and tail are views into `full`): for training and state_dicts."""
+        return nn.ModuleDict({"backbone": self.full, "reduction": self.reduction, "restoration": self.restoration})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Head, butterfly and tail in one graph (training; no codec in between)."""
+        return self.tail(self.restoration(self.reduction(self.head(x))))
+
     def device_part(self) -> nn.Module:
         return nn.Sequential(self.head, self.reduction).eval()
 
@@ -69,10 +115,20 @@ class SplitModel:
 
 
 def build_split_model(weights: str | None, seed: int, split: str, reduced_channels: int,
-                      input_size: int = 224) -> SplitModel:
+                      input_size: int = 224, num_classes: int = 1000) -> SplitModel:
+    """Cut the backbone at `split` and insert a butterfly unit of `reduced_channels`.
+
+    A split checkpoint must match the split and channel count asked for; its butterfly is loaded too.
+    A plain state_dict leaves the butterfly at its seeded random init.
+    """
     if split not in SPLIT_POINTS:
         raise ValueError(f"unknown split {split!r}; allowed: {', '.join(SPLIT_POINTS)}")
-    net = build_backbone(weights, seed)
+    state, meta = load_weights(weights) if weights else (None, {})
+    if meta and (meta["split"], meta["reduced_channels"]) != (split, reduced_channels):
+        raise ValueError(f"{weights}: trained with a butterfly of {meta['reduced_channels']} channels at "
+                         f"{meta['split']}; the topology asks for {reduced_channels} at {split} "
+                         "(set model.split and model.butterfly_channels to match)")
+    net = _backbone(state, seed, num_classes)
     named = stages(net)
     cut = [n for n, _ in named].index(split) + 1
     head = nn.Sequential(*[m for _, m in named[:cut]])
@@ -81,8 +137,11 @@ def build_split_model(weights: str | None, seed: int, split: str, reduced_channe
     torch.manual_seed(seed + 1)
     reduction = conv_bn_relu(channels, reduced_channels).eval()
     restoration = conv_bn_relu(reduced_channels, channels).eval()
-    return SplitModel(head.eval(), reduction, restoration, tail.eval(), net, split, channels,
-                      reduced_channels)
+    sm = SplitModel(head.eval(), reduction, restoration, tail.eval(), net, split, channels, reduced_channels)
+    if meta:
+        reduction.load_state_dict(_part(state, "reduction"))
+        restoration.load_state_dict(_part(state, "restoration"))
+    return sm
 
 
 @torch.no_grad()
