@@ -363,7 +363,10 @@ def _resolve_train_data(raw: dict[str, Any], base: Path) -> None:
     train = raw.get("train")
     data = train.get("data") if isinstance(train, dict) else None
     if isinstance(data, str) and data not in BUILTIN_DATASETS and not Path(data).is_absolute():
-        train["data"] = str((base / data).resolve())
+        try:
+            train["data"] = str((base / data).resolve())
+        except (OSError, ValueError):  # e.g. a NUL byte: left as written, for _train_problems to report
+            pass
 
 
 def _merge(base: dict[str, Any], over: Any) -> Any:
@@ -507,9 +510,14 @@ def _train_problems(topo: Topology) -> list[Problem]:
     for key, values in (("channels", t.channels), ("codecs", t.codecs)):
         if len(set(values)) != len(values):
             problems.append(Problem(f"train.{key}", "each value may appear once", values, True))
-    if t.data not in BUILTIN_DATASETS and not Path(t.data).is_dir():
-        problems.append(Problem("train.data", "no such folder; allowed: an ImageFolder folder (one subfolder per "
-                                f"class) or a built-in data set: {', '.join(BUILTIN_DATASETS)}", t.data, True))
+    if t.data not in BUILTIN_DATASETS:
+        try:
+            missing = "" if Path(t.data).is_dir() else "no such folder"
+        except (OSError, ValueError) as e:  # a path the OS refuses outright (a name too long)
+            missing = f"not a usable path: {getattr(e, 'strerror', None) or e}"
+        if missing:
+            problems.append(Problem("train.data", f"{missing}; allowed: an ImageFolder folder (one subfolder per "
+                                    f"class) or a built-in data set: {', '.join(BUILTIN_DATASETS)}", t.data, True))
     return problems
 
 

@@ -145,7 +145,9 @@ def test_codec_round_trip_keeps_float32_exact_and_int8_smaller(trained, digits):
     ("train.distill_weight=2", "train.distill_weight", "less than or equal to 1"),
     ("train.channels=[4, 512]", "train.channels[1]", "below the 512 channels at split layer2"),
     ("train.codecs=[int4]", "train.codecs[0]", "'float32', 'float16' or 'int8'"),
-    ("train.data=no_such_folder", "train.data", "built-in data set: digits"),
+    ("train.data=no_such_folder", "train.data", "no such folder; allowed: an ImageFolder folder"),
+    ("train.data=" + "x" * 300, "train.data", "not a usable path: File name too long"),
+    ('train.data="a\\0b"', "train.data", "built-in data set: digits"),
     ("train.batch_size=1", "train.batch_size", "greater than or equal to 2"),
     ("train.epoch=3", "train.epoch", "unknown key; allowed keys here: data,"),
 ])
