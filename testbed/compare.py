@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import html
-import json
 import os
 import sys
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from rich.table import Table
 
 from testbed import htmlkit
 from testbed.report import fmt
+from testbed.results import read_summary
 
 # (row key, column title, digits, panel title); the table and the plot show the same figures
 METRICS = (
@@ -56,15 +56,12 @@ def load_runs(dirs: list[Path]) -> list[Run]:
 
 
 def _summary(folder: Path) -> dict[str, Any]:
-    path = folder / "summary.json"
-    if not path.is_file():
-        raise CompareError(f"{folder}: no summary.json (not a splitbed run's results folder)")
     try:
-        summary = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise CompareError(f"{path}: cannot be read: {e}") from None
-    if not isinstance(summary, dict) or not isinstance(summary.get("strategies"), dict):
-        raise CompareError(f"{path}: not a splitbed summary (no strategies)")
+        summary = read_summary(folder, "strategies")
+    except ValueError as e:
+        raise CompareError(str(e)) from None
+    if summary is None:
+        raise CompareError(f"{folder}: no summary.json (not a splitbed run's results folder)")
     return summary
 
 

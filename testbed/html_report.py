@@ -14,14 +14,13 @@ read on that same axis.
 from __future__ import annotations
 
 import html
-import json
 import math
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from testbed import htmlkit, load_report, report, sweep
-from testbed.results import read_rows
+from testbed.results import read_rows, read_summary
 
 REPORT_NAME = "report.html"
 STAGES = (("emu_wait", ("emu_wait_ms",)), ("head + encode", ("head_ms", "encode_ms")), ("uplink", ("uplink_ms",)),
@@ -54,16 +53,10 @@ def write_report(folder: Path, sweep_key: str | None = None) -> Path:
 
 
 def _read_summary(folder: Path) -> dict[str, Any] | None:
-    path = folder / "summary.json"
-    if not path.exists():
-        return None
     try:
-        summary = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise ReportError(f"{path}: cannot be read: {e}") from None
-    if not isinstance(summary, dict) or not isinstance(summary.get("topology"), dict):
-        raise ReportError(f"{path}: not a splitbed summary (no topology)")
-    return summary
+        return read_summary(folder, "topology")
+    except ValueError as e:
+        raise ReportError(str(e)) from None
 
 
 def _run_sections(folder: Path, summary: dict[str, Any]) -> list[str]:

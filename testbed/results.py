@@ -58,6 +58,21 @@ class RunFolder:
         self.server_load.close()
 
 
+def read_summary(folder: Path, needs: str) -> dict[str, Any] | None:
+    """A results folder's summary.json (None when there is none); ValueError, naming the file, when it cannot
+    be read or has no `needs` mapping."""
+    path = folder / "summary.json"
+    if not path.is_file():
+        return None
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: cannot be read: {e}") from None
+    if not isinstance(summary, dict) or not isinstance(summary.get(needs), dict):
+        raise ValueError(f"{path}: not a splitbed summary (no {needs})")
+    return summary
+
+
 def read_rows(path: Path) -> list[dict[str, Any]]:
     """A CSV this folder wrote, with values typed back (empty -> None, True/False, int, float), so readers
     (the reports) see what the driver held; a missing file reads as no rows (a run stopped before it)."""
