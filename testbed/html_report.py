@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from testbed import htmlkit, load_report, report, sweep
+from testbed.metrics import ENERGY_PARTS
 from testbed.results import read_rows, read_summary
 
 REPORT_NAME = "report.html"
 STAGES = (("emu_wait", ("emu_wait_ms",)), ("head + encode", ("head_ms", "encode_ms")), ("uplink", ("uplink_ms",)),
           ("queue", ("queue_ms",)), ("cloud", ("cloud_ms",)), ("downlink", ("downlink_ms",)))
-RADIO_PARTS = ("energy_transfer_mj", "energy_promotion_mj", "energy_tail_mj")  # finer radio energy, where recorded
+RADIO_PARTS = tuple(f"energy_{p}_mj" for p in ENERGY_PARTS[1:])  # finer radio energy, where recorded
 MECHANISM_KEYS = ("backends", "fidelity", "faults", "cpu_caps", "calibration_host_ms", "link_check")
 HOST_KEYS = ("host", "ray", "placement")
 

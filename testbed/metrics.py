@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 STATUSES = ("completed", "failed", "timed_out")
+ENERGY_PARTS = ("compute", "transfer", "promotion", "tail")  # energy_<part>_mj; the last three are the radio's
 
 REQUEST_COLUMNS = (
     "strategy", "phase", "device_id", "group", "request_id", "t_arrival_s", "status", "reason",
@@ -76,8 +77,7 @@ def strategy_stats(records: Iterable[dict[str, Any]], window_s: float) -> dict[s
         "energy_mj_mean": mean_of("energy_mj"),
         "energy_compute_mj_mean": mean_of("energy_compute_mj"),
         "energy_radio_mj_mean": mean_of("energy_radio_mj"),
-        "energy_breakdown_mj_mean": {k: mean_of(f"energy_{k}_mj") for k in ("compute", "transfer", "promotion",
-                                                                             "tail")},
+        "energy_breakdown_mj_mean": {k: mean_of(f"energy_{k}_mj") for k in ENERGY_PARTS},
         "bytes_up_mean": mean_of("bytes_up"),
         "bytes_down_mean": mean_of("bytes_down"),
         "uplink_error_ms": {"p50": percentile(link_errors, 50), "p95": percentile(link_errors, 95)},
@@ -110,15 +110,16 @@ def ratios(per_strategy: dict[str, Any], baseline: str = "cloud_only") -> dict[s
         if name == baseline:
             continue
         out[f"{baseline}/{name}"] = {
-            "latency_p50": _ratio(base["latency_ms"]["p50"], st["latency_ms"]["p50"]),
-            "latency_mean": _ratio(base["latency_ms"]["mean"], st["latency_ms"]["mean"]),
-            "energy_mean": _ratio(base["energy_mj_mean"], st["energy_mj_mean"]),
-            "bytes_up_mean": _ratio(base["bytes_up_mean"], st["bytes_up_mean"]),
+            "latency_p50": ratio(base["latency_ms"]["p50"], st["latency_ms"]["p50"]),
+            "latency_mean": ratio(base["latency_ms"]["mean"], st["latency_ms"]["mean"]),
+            "energy_mean": ratio(base["energy_mj_mean"], st["energy_mj_mean"]),
+            "bytes_up_mean": ratio(base["bytes_up_mean"], st["bytes_up_mean"]),
         }
     return out
 
 
-def _ratio(a: float, b: float) -> float:
+def ratio(a: float | None, b: float | None) -> float:
+    """a / b, NaN where either is unknown or b is 0."""
     if b is None or a is None or math.isnan(a) or math.isnan(b) or b == 0:
         return math.nan
     return a / b

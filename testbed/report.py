@@ -8,6 +8,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from testbed.metrics import ENERGY_PARTS
+
 SUMMARY_COLUMNS = ("strategy", "done", "failed", "timed out", "p50 ms", "p95 ms", "p99 ms", "mean ms", "req/s",
                    "energy mJ", "KB up")
 BREAKDOWN_KEYS = ("emu_wait_ms", "head_ms", "encode_ms", "uplink_ms", "queue_ms", "cloud_ms", "downlink_ms")
@@ -73,7 +75,7 @@ def breakdown_rows(summary: dict[str, Any]) -> list[list[str]]:
 
 
 def _print_energy(summary: dict[str, Any], console: Console) -> None:
-    keys = ("compute", "transfer", "promotion", "tail")
+    keys = ENERGY_PARTS
     t = Table(title="mean device energy breakdown (mJ, completed requests; tail shared between close requests)")
     t.add_column("strategy")
     for k in (*keys, "total"):

@@ -14,13 +14,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from testbed.metrics import ratio
+
 BASELINE = "cloud_only"
-
-
-def _factor(base: float | None, other: float | None) -> float:
-    if base is None or other is None or other == 0 or math.isnan(base) or math.isnan(other):
-        return math.nan
-    return base / other
 
 
 def paper_energy(st: dict[str, Any]) -> float:
@@ -47,9 +43,9 @@ def rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
                    "bytes_up": st["bytes_up_mean"], "latency_x": math.nan, "energy_x": math.nan,
                    "energy_paper_x": math.nan}
             if base is not None and base["by_status"]["completed"] and strategy != BASELINE:
-                row["latency_x"] = _factor(base["latency_ms"]["mean"], row["latency_ms"])
-                row["energy_x"] = _factor(base["energy_mj_mean"], row["energy_mj"])
-                row["energy_paper_x"] = _factor(paper_energy(base), row["energy_paper_mj"])
+                row["latency_x"] = ratio(base["latency_ms"]["mean"], row["latency_ms"])
+                row["energy_x"] = ratio(base["energy_mj_mean"], row["energy_mj"])
+                row["energy_paper_x"] = ratio(paper_energy(base), row["energy_paper_mj"])
             out.append(row)
     return out
 
@@ -74,7 +70,7 @@ def explanations(summary: dict[str, Any]) -> list[str]:
             up_b, up_s = per[BASELINE]["bytes_up_mean"], per[split]["bytes_up_mean"]
             notes.append(f"upload: cloud_only sends a {up_b / 1000:.1f} KB JPEG (quality "
                          f"{summary['topology']['model']['jpeg_quality']}), {split} {up_s / 1000:.1f} KB "
-                         f"({_factor(up_b, up_s):.1f}x less); the bigger the cloud_only upload and the slower "
+                         f"({ratio(up_b, up_s):.1f}x less); the bigger the cloud_only upload and the slower "
                          "the link, the larger the latency and energy factors")
         eb = per[BASELINE].get("energy_breakdown_mj_mean") or {}
         radio = sum(eb.get(k) or 0.0 for k in ("transfer", "promotion", "tail"))

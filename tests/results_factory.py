@@ -9,10 +9,10 @@ import random
 from pathlib import Path
 from typing import Any
 
-from testbed.metrics import LOAD_COLUMNS, REQUEST_COLUMNS, new_record, ratios, summarize_strategies
-from testbed.results import CsvLog, RunFolder
+from testbed.metrics import ENERGY_PARTS, LOAD_COLUMNS, new_record, ratios, summarize_strategies
+from testbed.results import RunFolder
 
-RADIO_PARTS = ("energy_transfer_mj", "energy_promotion_mj", "energy_tail_mj")
+RADIO_PARTS = tuple(f"energy_{p}_mj" for p in ENERGY_PARTS[1:])
 
 
 def _request(rng: random.Random, strategy: str, t: float, warmup_s: float, i: int, emu_wait: bool) -> dict[str, Any]:
@@ -39,8 +39,8 @@ def _request(rng: random.Random, strategy: str, t: float, warmup_s: float, i: in
 def make_run(folder: Path, strategies: tuple[str, ...] = ("butterfly", "cloud_only"), per_strategy: int = 40,
              duration_s: float = 8.0, warmup_s: float = 1.0, faults: list[dict[str, Any]] | None = None,
              radio_parts: bool = False, emu_wait: bool = True, status: str = "complete", seed: int = 0) -> Path:
-    """A run's folder: requests.csv, server_load.csv, summary.json. `radio_parts` adds the finer radio
-    energy columns (transfer, promotion, tail) that the energy model may record."""
+    """A run's folder: requests.csv, server_load.csv, summary.json. `radio_parts` fills the finer radio
+    energy columns (transfer, promotion, tail); without it they are empty, as in an older run's folder."""
     rng = random.Random(seed)
     out = RunFolder(folder)
     records: list[dict[str, Any]] = []
@@ -54,9 +54,6 @@ def make_run(folder: Path, strategies: tuple[str, ...] = ("butterfly", "cloud_on
             "batch_size": 1.0, "busy_fraction": rng.uniform(0, 0.5), "rejected": 0, "cpu_percent": rng.uniform(0, 50),
             "rss_mb": 860.0} for k in range(int(2 * (warmup_s + duration_s)))]
     if radio_parts:
-        out.requests.close()
-        extra = tuple(c for c in RADIO_PARTS if c not in REQUEST_COLUMNS)  # main records them already
-        out.requests = CsvLog(folder / "requests.csv", (*REQUEST_COLUMNS, *extra))
         for r in records:
             radio = r["energy_radio_mj"]
             r.update(zip(RADIO_PARTS, (None,) * 3 if radio is None else (radio * 0.6, radio * 0.1, radio * 0.3),
