@@ -362,7 +362,8 @@ def _resolve_train_data(raw: dict[str, Any], base: Path) -> None:
     """`train.data` is a path too, unless it names a built-in data set."""
     train = raw.get("train")
     data = train.get("data") if isinstance(train, dict) else None
-    if isinstance(data, str) and data not in BUILTIN_DATASETS and not Path(data).is_absolute():
+    if isinstance(train, dict) and isinstance(data, str) and data not in BUILTIN_DATASETS \
+            and not Path(data).is_absolute():
         try:
             train["data"] = str((base / data).resolve())
         except (OSError, ValueError):  # e.g. a NUL byte: left as written, for _train_problems to report

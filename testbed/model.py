@@ -13,13 +13,17 @@ weights).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 from torchvision.models import resnet50
+
+if TYPE_CHECKING:
+    import numpy as np
 
 SPLIT_POINTS = ("layer1", "layer2", "layer3", "layer4")
 CHECKPOINT_FORMAT = "splitbed.split_model.v1"
@@ -97,7 +101,9 @@ class SplitModel:
 
     @property
     def num_classes(self) -> int:
-        return self.full.fc.out_features
+        fc = self.full.fc
+        assert isinstance(fc, nn.Linear)
+        return fc.out_features
 
     def as_module(self) -> nn.ModuleDict:
         """Every parameter once (head and tail are views into `full`): for training and state_dicts."""
@@ -138,7 +144,7 @@ def build_split_model(weights: str | None, seed: int, split: str, reduced_channe
     reduction = conv_bn_relu(channels, reduced_channels).eval()
     restoration = conv_bn_relu(reduced_channels, channels).eval()
     sm = SplitModel(head.eval(), reduction, restoration, tail.eval(), net, split, channels, reduced_channels)
-    if meta:
+    if meta and state is not None:  # a split checkpoint carries the butterfly unit's weights
         reduction.load_state_dict(_part(state, "reduction"))
         restoration.load_state_dict(_part(state, "restoration"))
     return sm
@@ -163,11 +169,11 @@ def split_catalogue(net: nn.Module, input_size: int = 224) -> list[dict[str, Any
     return rows
 
 
-def preprocess(rgb_batch: list, device: str = "cpu") -> torch.Tensor:
-    """List of HxWx3 uint8 arrays -> normalized NCHW float tensor."""
+def preprocess(rgb_batch: Sequence[Any] | np.ndarray, device: str = "cpu") -> torch.Tensor:
+    """HxWx3 uint8 arrays (a list, or one NxHxWx3 array) -> normalized NCHW float tensor."""
     import numpy as np
 
-    x = torch.from_numpy(np.stack(rgb_batch)).to(device).permute(0, 3, 1, 2).float().div_(255.0)
+    x = torch.from_numpy(np.stack(list(rgb_batch))).to(device).permute(0, 3, 1, 2).float().div_(255.0)
     mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
     return (x - mean) / std

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import csv
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -97,7 +97,7 @@ def set_scope(sm: SplitModel, scope: str) -> None:
         module.eval().requires_grad_(False)
 
 
-def _codec_rows(variant: str, sm: SplitModel, x: torch.Tensor, y: torch.Tensor, codecs: list[str],
+def _codec_rows(variant: str, sm: SplitModel, x: torch.Tensor, y: torch.Tensor, codecs: Sequence[str],
                 zstd_level: int) -> list[dict[str, Any]]:
     suffix = f"+zstd{zstd_level}" if zstd_level else ""
     rows = []
