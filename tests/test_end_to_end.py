@@ -7,6 +7,7 @@ import ipaddress
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -219,9 +220,16 @@ def test_tc_backend_run_shapes_in_namespaces_and_removes_them(tmp_path):
     assert s["backends"]["link_backend"]["name"] == "tc"
     assert all(st["by_status"]["completed"] == st["requests"] > 0 for st in s["strategies"].values())
     rows = [r for r in _rows(out / "requests.csv") if r["group"] == "lte" and r["strategy"] == "cloud_only"]
-    for r in rows:  # LTE: 35 ms one way (userspace, no netem here) + JPEG bytes at 5.85 Mbit/s (kernel tbf)
+    # LTE: 35 ms one way (userspace, no netem here) + JPEG bytes at 5.85 Mbit/s (kernel tbf). The shaper is never
+    # early, and the median is within 10%; one request may be a scheduling hiccup later on a 2-core host running
+    # Ray workers, so a single row gets a wider upper bound (CI saw one at ideal + 13 ms), never an unbounded one.
+    errors = []
+    for r in rows:
         ideal = 35 + int(r["bytes_up"]) * 8 / 5850
-        assert ideal * 0.95 - 1 <= float(r["uplink_ms"]) <= ideal * 1.10 + 5
+        measured = float(r["uplink_ms"])
+        assert ideal * 0.95 - 1 <= measured <= ideal * 1.10 + 25, (ideal, measured)
+        errors.append(measured / ideal - 1)
+    assert rows and -0.05 <= statistics.median(errors) <= 0.10, errors
     assert set(list_namespaces()) == before
 
 
