@@ -282,6 +282,8 @@ def build_summary(state: RunState) -> dict[str, Any]:
         "placement": {"pools": {f"pool{p['pool']}": p.get("node_id") for p in state.pools},
                       "replicas": {f"replica{r['replica']}": r.get("node_id") for r in state.replicas}},
         "calibration_host_ms": {f"pool{p['pool']}": p["calibration_host_ms"] for p in state.pools},
+        "calibration_cloud_ms": {f"replica{r['replica']}": r["cut_cloud_ms"] for r in state.replicas
+                                 if r.get("cut_cloud_ms")},
         "cpu_caps": {f"pool{p['pool']}": p["cpu_caps"] for p in state.pools if p.get("cpu_caps")},
         "device_speeds": {f"pool{p['pool']}": p.get("device_speeds") for p in state.pools},
         "split_catalogue": state.replicas[0]["split_catalogue"] if state.replicas else None,

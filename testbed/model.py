@@ -150,6 +150,25 @@ def build_split_model(weights: str | None, seed: int, split: str, reduced_channe
     return sm
 
 
+def cut_parts(sm: SplitModel, cut: str) -> tuple[nn.Module | None, nn.Module | None]:
+    """(device part, cloud part) of a cut (testbed.split_policy); None where that side runs no network.
+
+    Every part is a view into the one backbone: a pool or replica holds one model copy for all its cuts.
+    """
+    if cut == "cloud_only":
+        return None, sm.full
+    if cut == "device_only":
+        return sm.full, None
+    if cut == f"{sm.split}+butterfly":
+        return sm.device_part(), sm.cloud_part()
+    named = stages(sm.full)
+    names = [n for n, _ in named]
+    if cut not in SPLIT_POINTS:
+        raise ValueError(f"unknown cut {cut!r}")
+    k = names.index(cut) + 1
+    return nn.Sequential(*[m for _, m in named[:k]]).eval(), nn.Sequential(*[m for _, m in named[k:]]).eval()
+
+
 @torch.no_grad()
 def _out_shape(module: nn.Module, input_size: int) -> tuple[int, ...]:
     return tuple(module(torch.zeros(1, 3, input_size, input_size)).shape)

@@ -103,6 +103,12 @@ class LinkShaper:
         self._last_arrival = 0.0
         self._write_lock = asyncio.Lock()
 
+    def restart(self) -> None:
+        """Start the link over now (a new phase): a trace replays from its offset again, so every phase of a
+        run meets the same capacity over time."""
+        self._serializer = serializer_for(self.spec, now())
+        self._last_arrival = 0.0
+
     def plan(self, nbytes: int, t_start: float) -> Plan:
         """Schedule one message on the link (advances the link's state)."""
         spec = self.spec
