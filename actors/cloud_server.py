@@ -127,7 +127,7 @@ class CloudServer:
         """One model copy; the cloud part of every cut the run's policies may send (views into it)."""
         import torch
 
-        from testbed.model import build_split_model, cut_parts, split_catalogue
+        from testbed.model import accuracy_by_cut, build_split_model, cut_parts, split_catalogue
 
         torch.set_num_threads(self.topo.cloud.torch_threads)
         m = self.topo.model
@@ -153,7 +153,7 @@ class CloudServer:
         name = torch.cuda.get_device_name(0) if self.device == "cuda" else cpu_model()
         adaptive = any(s in split_policy.ADAPTIVE for s in self.topo.strategies)
         return {"device": self.device, "device_name": name, "torch_threads": torch.get_num_threads(),
-                "split_catalogue": catalogue, "cuts": cuts,
+                "split_catalogue": catalogue, "cuts": cuts, "accuracy_by_cut": accuracy_by_cut(sm.meta, m.codec.dtype),
                 "cut_cloud_ms": {c: self._time_part(c, samples[c]) for c in cuts} if adaptive else {}}
 
     def _time_part(self, cut: str, sample: Any) -> float:

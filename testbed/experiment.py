@@ -55,6 +55,7 @@ class RunState:
     backend: LinkBackend = field(default_factory=lambda: LinkBackend("userspace"))
     link_check: list[dict[str, Any]] = field(default_factory=list)
     cpu: CpuMechanism = field(default_factory=lambda: choose_cpu("timescale", ""))
+    trace_rates: Any = None  # tc backend with traces: restarted at each phase, like the userspace shapers
 
 
 class Actors:
@@ -192,7 +193,8 @@ def _kernel_links(state: RunState, stack: contextlib.ExitStack) -> dict[str, Any
     ups = {s.device_id: (d.trace_path, d.trace_offset_ms) for s in specs if (d := s.uplink()).trace_path}
     downs = {s.device_id: (d.trace_path, d.trace_offset_ms) for s in specs if (d := s.downlink()).trace_path}
     if ups or downs:
-        stack.enter_context(TraceRates(topo, ups, downs, state.topo.throttling.trace_update_ms / 1000))
+        state.trace_rates = stack.enter_context(TraceRates(topo, ups, downs,
+                                                           state.topo.throttling.trace_update_ms / 1000))
     return {"backend": state.backend.to_dict(), "cloud_ns": layout.cloud_ns, "cloud_ip": layout.cloud_ip,
             "device_ns": [layout.device_ns(i) for i in range(len(specs))]}
 
@@ -221,6 +223,8 @@ def _run_phase(state: RunState, folder: RunFolder, progress: Progress, actors: A
     ray = actors.ray
     state.phase = strategy
     progress.phase(strategy, index)
+    if state.trace_rates is not None:
+        state.trace_rates.restart()
     pending = [p.run_phase.remote(strategy, index) for p in actors.pools]
     while pending:
         _, pending = ray.wait(pending, num_returns=len(pending), timeout=POLL_S)
@@ -287,6 +291,7 @@ def build_summary(state: RunState) -> dict[str, Any]:
         "cpu_caps": {f"pool{p['pool']}": p["cpu_caps"] for p in state.pools if p.get("cpu_caps")},
         "device_speeds": {f"pool{p['pool']}": p.get("device_speeds") for p in state.pools},
         "split_catalogue": state.replicas[0]["split_catalogue"] if state.replicas else None,
+        "accuracy_by_cut": state.replicas[0].get("accuracy_by_cut") if state.replicas else None,
         "phases_done": state.phases_done,
         "strategies": per_strategy,
         "comparison": ratios(per_strategy),
