@@ -64,9 +64,10 @@ class FaultDriver:
             if ready:
                 self._replica_ready(i, ref)
 
-    def _event(self, what: str) -> None:
-        self.state.fault_events.append({"strategy": self.strategy, "t_s": round(self.t(), 3), "event": what})
-        self.progress.note(f"fault at {self.t():.1f} s: {what}")
+    def _event(self, what: str, t: float | None = None) -> None:
+        t = self.t() if t is None else t
+        self.state.fault_events.append({"strategy": self.strategy, "t_s": round(t, 3), "event": what})
+        self.progress.note(f"fault at {t:.1f} s: {what}")
 
     def _kill_replica(self, i: int) -> None:
         if i in self.actors.down_clouds:
@@ -80,8 +81,8 @@ class FaultDriver:
             return
         self.actors.ray.kill(self.actors.pools[i], no_restart=True)
         self.actors.down_pools.add(i)
-        self._killed_pools[i] = self.t()
-        self._event(f"device pool {i} killed ({len(self.actors.slices[i])} devices)")
+        self._killed_pools[i] = t = self.t()
+        self._event(f"device pool {i} killed ({len(self.actors.slices[i])} devices)", t)
 
     def _start_replica(self, i: int) -> None:
         if i in self._starting or i not in self.actors.down_clouds:

@@ -116,7 +116,7 @@ def lost_pool_records(topo: Topology, strategy: str, phase: int, pool: int, kill
         when = "in flight or not yet collected" if t < killed_at_s else "arrived after it"
         out.append(new_record(strategy=strategy, phase="warmup" if t < topo.warmup_s else "measure", device_id=d,
                               group=specs[d].group, t_arrival_s=round(t, 4), status="failed",
-                              reason=f"device pool {pool} killed at {killed_at_s:.1f} s ({when})"))
+                              reason=f"device pool {pool} killed at {killed_at_s:.3f} s ({when})"))
     return out
 
 

@@ -64,7 +64,7 @@ def test_a_killed_pool_gets_a_failed_record_for_each_frame_it_never_reported(wri
     reported = {(d, round(t, 4)) for d, t in planned if t < 5}
     lost = faults.lost_pool_records(topo, "butterfly", 0, 1, 6.0, reported)
     assert len(lost) + len(reported) == len(planned)
-    assert all(r["status"] == "failed" and r["reason"].startswith("device pool 1 killed at 6.0 s") for r in lost)
+    assert all(r["status"] == "failed" and r["reason"].startswith("device pool 1 killed at 6.000 s") for r in lost)
     assert {r["reason"].split("(")[1] for r in lost} == {"in flight or not yet collected)", "arrived after it)"}
 
 
