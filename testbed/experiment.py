@@ -27,6 +27,7 @@ from testbed.clock import BOOT_ID
 from testbed.config import Topology
 from testbed.devices import device_table, pool_slices
 from testbed.faults import fault_summary
+from testbed.faults import mechanism as faults_mechanism
 from testbed.host import host_facts
 from testbed.metrics import percentile, ratios, summarize_groups, summarize_strategies
 from testbed.progress import Progress
@@ -135,6 +136,8 @@ def run_experiment(topo: Topology, topology_file: str, out_dir: Path,
         with contextlib.ExitStack() as stack:
             state.backend = choose_backend(topo.throttling.backend, topo.throttling.subnet)
             progress.note(f"links: {state.backend.describe()}")
+            if topo.faults:
+                progress.note(f"faults: {faults_mechanism(topo, state.backend.name)}")
             if topo.throttling.check_links:
                 state.link_check = _check_links(state, progress)
             net = _kernel_links(state, stack) if state.backend.name == "tc" else None
@@ -318,7 +321,7 @@ def build_summary(state: RunState) -> dict[str, Any]:
         "server_busy_by_strategy": {s: sum(v) / len(v) for s, v in state.busy_by_strategy.items() if v},
         "fidelity": _fidelity(state.records),
         "link_check": state.link_check,
-        **fault_summary(topo, state.records, state.fault_events, state.failover),
+        **fault_summary(topo, state.records, state.fault_events, state.failover, state.backend.name),
     }
 
 

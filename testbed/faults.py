@@ -144,10 +144,27 @@ def summarize(topo: Topology, records: Iterable[dict[str, Any]]) -> tuple[list[d
     return list(names.values()), baseline
 
 
+def mechanism(topo: Topology, link_backend: str) -> str:
+    """How this run applies its faults, in words (printed at start, kept in summary.json)."""
+    kinds = {f.kind for f in topo.faults}
+    out = []
+    if kinds & set(LINK_KINDS):
+        out.append("link faults: windows of the userspace shaper on both sides of each link" + (
+            "; under tc an outage holds the bytes in userspace, but a degradation does NOT change the kernel's "
+            "tbf rate (not applied)" if link_backend == "tc" and "link_degrade" in kinds else
+            "; under tc it holds the bytes in front of the kernel's tbf" if link_backend == "tc" else ""))
+    if "device_leave" in kinds:
+        out.append("device churn: a device generates no frames while it has left")
+    if kinds & {"replica_kill", "pool_kill"}:
+        out.append("kills: ray.kill by the driver at at_s; replacements started by the driver")
+    return "; ".join(out)
+
+
 def fault_summary(topo: Topology, records: Iterable[dict[str, Any]], events: list[dict[str, Any]],
-                  failover: dict[str, Any]) -> dict[str, Any]:
+                  failover: dict[str, Any], link_backend: str) -> dict[str, Any]:
     """The summary.json keys of faults (empty where the topology has none)."""
     if not topo.faults:
         return {"faults": []}
     wins, baseline = summarize(topo, records)
-    return {"faults": wins, "fault_baseline": baseline, "fault_events": events, "failover": failover}
+    return {"faults": wins, "fault_baseline": baseline, "fault_events": events, "failover": failover,
+            "fault_mechanism": mechanism(topo, link_backend)}
