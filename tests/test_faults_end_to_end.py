@@ -32,6 +32,7 @@ faults:
   - {name: wifi down, kind: link_outage, group: wifi, at_s: 2, duration_s: 1.5}
   - {name: replica 1 dies, kind: replica_kill, replica: 1, at_s: 4}
   - {name: pool 1 dies, kind: pool_kill, pool: 1, at_s: 6.5}
+  - {name: device 0 leaves, kind: device_leave, devices: [0], at_s: 5, duration_s: 1.5}
 """
 OUTAGE = (2.0, 3.5)
 REPLICA_KILL_S, POOL_KILL_S = 4.0, 6.5
@@ -66,6 +67,8 @@ def test_every_planned_frame_has_exactly_one_record(faults_run):
     got = sorted((int(r["device_id"]), float(r["t_arrival_s"])) for r in rows)
     assert got == sorted((d, round(t, 4)) for d, t in planned)
     assert all(r["reason"] for r in rows if r["status"] != "completed")
+    away = [r for r in rows if r["device_id"] == "0" and 5 <= float(r["t_arrival_s"]) < 6.5]
+    assert away == [] and [r for r in rows if r["device_id"] == "0" and float(r["t_arrival_s"]) >= 6.5]
 
 
 def test_a_killed_replica_hands_its_devices_to_the_other(faults_run):
