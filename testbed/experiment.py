@@ -60,6 +60,7 @@ class RunState:
     cpu: CpuMechanism = field(default_factory=lambda: choose_cpu("timescale", ""))
     fault_events: list[dict[str, Any]] = field(default_factory=list)  # what the fault driver did, and when
     failover: dict[str, Any] = field(default_factory=dict)  # per pool: reconnects and retries (last phase's count)
+    kernel: Any = None  # tc backend: the run's NetnsTopology (link degradations set its rates)
 
 
 class Actors:
@@ -208,6 +209,7 @@ def _kernel_links(state: RunState, stack: contextlib.ExitStack) -> dict[str, Any
     specs = device_table(state.topo)
     layout = NetnsLayout(f"{os.getpid()}", state.topo.throttling.subnet, len(specs))
     topo = stack.enter_context(NetnsTopology(layout, [s.kernel_link() for s in specs], netem=state.backend.netem))
+    state.kernel = topo
     ups = {s.device_id: (d.trace_path, d.trace_offset_ms) for s in specs if (d := s.uplink()).trace_path}
     downs = {s.device_id: (d.trace_path, d.trace_offset_ms) for s in specs if (d := s.downlink()).trace_path}
     if ups or downs:

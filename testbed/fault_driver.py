@@ -4,6 +4,8 @@ Link faults and device churn are applied by the device pools themselves (testbed
 pool is killed by the driver with `ray.kill(actor, no_restart=True)` when its time comes (checked at least
 every poll, and woken for it, so a kill lands within a few ms of `at_s` plus the actor call's latency).
 
+- Under tc, a link degradation sets the degraded devices' kernel tbf rates at its window's start and end
+  (traced links excepted: their rate thread owns the rate); an outage is held by the userspace shaper.
 - A killed replica's devices fail over in their pools (actors.failover). With `duration_s` a new replica
   actor is started after it (model load: seconds) and the pools are told its address; at the end of the phase
   any replica still down is replaced, so the next phase starts with the full cloud.
@@ -19,6 +21,7 @@ from typing import Any
 
 from testbed import faults
 from testbed.clock import now
+from testbed.devices import device_table
 from testbed.progress import Progress
 
 REPLICA_START_S = 600.0  # how long a replacement replica may take to load its model
@@ -33,6 +36,10 @@ class FaultDriver:
         # (due at, what): kills at at_s; replica restarts at at_s + duration_s
         self._due = sorted([(w.start_s, w) for w in self.windows if w.kind in ("replica_kill", "pool_kill")],
                            key=lambda x: x[0])
+        self._kernel: Any = state.kernel  # tc backend: the run's NetnsTopology
+        if self._kernel is not None:  # a degradation sets the kernel's tbf rate at its window's edges
+            self._due += [(t, w) for w in self.windows if w.kind == "link_degrade" for t in (w.start_s, w.end_s)]
+            self._due.sort(key=lambda x: x[0])
         self._starting: dict[int, Any] = {}  # replica -> ref of a replacement's start()
         self._killed_pools: dict[int, float] = {}  # pool -> killed at (phase seconds)
         if self.windows:
@@ -50,7 +57,9 @@ class FaultDriver:
     def fire_due(self) -> None:
         while self._due and self._due[0][0] <= self.t():
             at, w = self._due.pop(0)
-            if w.kind == "pool_kill" and at == w.start_s:
+            if w.kind == "link_degrade":
+                self._set_kernel_rates(self.t())
+            elif w.kind == "pool_kill":
                 self._kill_pool(int(w.fault.pool or 0))
             elif w.kind == "replica_kill" and at == w.start_s:
                 self._kill_replica(int(w.fault.replica or 0))
@@ -63,6 +72,24 @@ class FaultDriver:
             ready, _ = self.actors.ray.wait([ref], timeout=0)
             if ready:
                 self._replica_ready(i, ref)
+
+    def _set_kernel_rates(self, t: float) -> None:
+        """tc: each degraded device's tbf rates, configured × the factors of its degrade windows open at t.
+        Traced links are left alone (their rate thread owns the rate)."""
+        up: dict[int, float] = {}
+        down: dict[int, float] = {}
+        specs = device_table(self.state.topo)
+        for w in self.windows:
+            if w.kind != "link_degrade":
+                continue
+            for d in sorted(w.devices or ()):
+                link = specs[d].link
+                for direction, rates, base, trace in (("uplink", up, link.uplink_mbps, link.uplink_trace),
+                                                      ("downlink", down, link.downlink_mbps, link.downlink_trace)):
+                    if trace is None and w.fault.direction in ("both", direction):
+                        rates[d] = rates.get(d, base) * ((w.fault.rate_factor or 1.0) if w.hits(d, t) else 1.0)
+        self._kernel.set_rates(up, down)
+        self._event(f"kernel tbf rates set for {len(set(up) | set(down))} degraded devices")
 
     def _event(self, what: str, t: float | None = None) -> None:
         t = self.t() if t is None else t
@@ -111,6 +138,8 @@ class FaultDriver:
         if self.windows:
             stats = ray.get([p.fault_stats.remote() for p in actors.live("pools")])
             self.state.failover[self.strategy] = {f"pool{s.pop('pool')}": s for s in stats}
+        if self._kernel is not None and any(w.kind == "link_degrade" for w in self.windows):
+            self._set_kernel_rates(float("inf"))  # back to the configured rates
         if self.phase == len(topo.strategies) - 1:  # nothing runs after this phase: nothing to repair
             return lost
         for i in sorted(actors.down_clouds):

@@ -150,9 +150,9 @@ def mechanism(topo: Topology, link_backend: str) -> str:
     out = []
     if kinds & set(LINK_KINDS):
         out.append("link faults: windows of the userspace shaper on both sides of each link" + (
-            "; under tc an outage holds the bytes in userspace, but a degradation does NOT change the kernel's "
-            "tbf rate (not applied)" if link_backend == "tc" and "link_degrade" in kinds else
-            "; under tc it holds the bytes in front of the kernel's tbf" if link_backend == "tc" else ""))
+            " (under tc: an outage holds the bytes in front of the kernel's tbf; a degradation sets the tbf rate at "
+            "the window's edges, by the driver within its poll latency, traced links excepted)"
+            if link_backend == "tc" else ""))
     if "device_leave" in kinds:
         out.append("device churn: a device generates no frames while it has left")
     if kinds & {"replica_kill", "pool_kill"}:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from test_end_to_end import KERNEL_OK, KERNEL_WHY
 
 from testbed import faults
 from testbed.config import load_topology
@@ -167,3 +169,40 @@ def _running(p) -> bool:
         return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+@pytest.mark.skipif(not KERNEL_OK, reason=f"kernel shaping unavailable: {KERNEL_WHY}")
+def test_a_degradation_under_tc_sets_the_kernel_rate_for_its_window(tmp_path):
+    from throttling.netns import delete_namespaces, list_namespaces
+
+    proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), str(ROOT / "topologies/smoke.yaml"), "--out",
+                             str(tmp_path / "run"), "--set", "throttling.backend=tc", "--set", "duration_s=7",
+                             "--set", "warmup_s=0", "--set", "strategies=[cloud_only]", "--set",
+                             "devices[0].link.jitter_ms=0", "--set", "devices[0].arrival.rate_hz=2", "--set",
+                             "faults=[{kind: link_degrade, group: lte, at_s: 2, duration_s: 4, rate_factor: 0.25, "
+                             "direction: uplink}]"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=ROOT)
+    mine = f"splitbed-{proc.pid}-"  # the run's namespaces are named after the driver's pid
+    try:
+        _, stderr = proc.communicate(timeout=500)
+        left = [n for n in list_namespaces() if n.startswith(mine)]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        delete_namespaces([n for n in list_namespaces() if n.startswith(mine)])
+    assert not left  # the run removed its own
+    assert proc.returncode == 0, stderr[-3000:]
+    assert "a degradation sets the tbf rate" in stderr
+    rows = [r for r in _rows(tmp_path / "run" / "requests.csv") if r["group"] == "lte"]
+    assert all(r["status"] == "completed" for r in rows)
+
+    def ratio(r: dict[str, str]) -> float:  # measured uplink against bytes at the configured 5.85 Mbit/s + 35 ms
+        return float(r["uplink_ms"]) / (35 + int(r["bytes_up"]) * 8 / 5850)
+
+    inside = [ratio(r) for r in rows if 2.5 <= float(r["t_arrival_s"]) < 5.5]
+    outside = [ratio(r) for r in rows if float(r["t_arrival_s"]) < 1.5 or float(r["t_arrival_s"]) >= 6.5]
+    # a quarter of the rate: the JPEG's serialization takes 4x as long (35 ms of delay stays)
+    assert inside and min(inside) > 1.6, inside
+    assert outside and statistics.median(outside) < 1.2, outside
+

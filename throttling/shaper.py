@@ -92,7 +92,7 @@ class FaultWindows:
     an outage crosses after it, and one that crosses a degraded stretch takes 1/factor as long; a message
     straddling a window's edge is split exactly. Overlapping windows multiply. A traced link's trace is paused
     along with its link time. Over the kernel's serializer (tc), an outage holds the bytes in userspace and a
-    degradation has no effect (the kernel's tbf keeps the configured rate; the run says so).
+    degradation has no effect here (the driver sets the kernel tbf rate for it: testbed.fault_driver).
     """
 
     def __init__(self, inner: Serializer, windows: list[tuple[float, float, float]]):
