@@ -40,7 +40,9 @@ def ray_session(address: str | None, num_cpus: float, num_gpus: float,
     if address is None:
         kwargs.update(num_cpus=max(int(-(-num_cpus // 1)), os.cpu_count() or 1),
                       num_gpus=int(-(-num_gpus // 1)) or None)
-        kwargs.update(_node_ip_address="127.0.0.1", resources=dict(resources or {}))
+        # "local": always a new instance; with no address, ray.init would join a `ray start` cluster that
+        # happens to run on this host (seen on a shared machine: the run then reported that cluster's node IP)
+        kwargs.update(address="local", _node_ip_address="127.0.0.1", resources=dict(resources or {}))
     else:
         kwargs["address"] = address
     started_here = not ray.is_initialized()
