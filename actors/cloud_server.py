@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from testbed import codec
+from testbed import codec, split_policy
 from testbed.batching import DynamicBatcher
 from testbed.clock import BOOT_ID, now, same_clock
 from testbed.config import Topology
@@ -34,7 +34,6 @@ from throttling.shaper import LinkDirection, LinkShaper
 
 log = logging.getLogger(__name__)
 LOAD_SAMPLE_S = 0.5
-KINDS = ("butterfly", "split", "cloud_only")
 
 
 @dataclass
@@ -95,7 +94,8 @@ class CloudServer:
         self.net = net  # namespaces of the tc backend, or None
         self.topo = Topology.model_validate_json(topology_json)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"cloud{replica}")
-        self._batchers: dict[str, DynamicBatcher[Job, Outcome]] = {}
+        self._batchers: dict[str, DynamicBatcher[Job, Outcome]] = {}  # one per cut: a batch shares one part
+        self._parts: dict[str, Any] = {}  # cut -> the cloud's part of the network
         self._in_flight = 0
         self._window = Counters()
         self._counters_lock = threading.Lock()  # the executor thread updates, the loop samples
@@ -115,7 +115,7 @@ class CloudServer:
         loop = asyncio.get_running_loop()
         info = await loop.run_in_executor(self._executor, self._build)
         cloud = self.topo.cloud
-        for kind in KINDS:
+        for kind in self._parts:
             self._batchers[kind] = DynamicBatcher(
                 functools.partial(self._run_batch, kind), cloud.max_batch_size, cloud.max_batch_wait_ms / 1000.0)
         if self.net is None:
@@ -131,9 +131,10 @@ class CloudServer:
                 **info}
 
     def _build(self) -> dict[str, Any]:
+        """One model copy; the cloud part of every cut the run's policies may send (views into it)."""
         import torch
 
-        from testbed.model import build_split_model, split_catalogue
+        from testbed.model import accuracy_by_cut, build_split_model, cut_parts, split_catalogue
 
         torch.set_num_threads(self.topo.cloud.torch_threads)
         m = self.topo.model
@@ -141,16 +142,40 @@ class CloudServer:
         if self.device == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("cloud.device is cuda but torch sees no CUDA device on this node")
         sm = build_split_model(m.weights, m.seed, m.split, m.butterfly_channels, m.input_size)
-        self._cloud_part = sm.cloud_part().to(self.device)
-        self._tail = sm.tail.to(self.device)  # the `split` strategy: no restoration unit
-        self._full = sm.full.to(self.device)
+        catalogue = split_catalogue(sm.full, m.input_size)
+        sm.full.to(self.device)
+        sm.reduction.to(self.device)
+        sm.restoration.to(self.device)
+        cuts = [c for c in split_policy.cuts_for_run(self.topo.strategies, self.topo.policy.cuts, m.split, catalogue)
+                if split_policy.uses_network(c)]
+        self._parts, samples = {}, {}
         with torch.inference_mode():  # first calls allocate and pick kernels: keep them out of the run
             x = torch.zeros(1, 3, m.input_size, m.input_size, device=self.device)
-            self._full(x)
-            self._cloud_part(sm.device_part().to(self.device)(x))
+            for cut in cuts:
+                device_part, cloud_part = cut_parts(sm, cut)
+                assert cloud_part is not None
+                self._parts[cut] = cloud_part
+                samples[cut] = device_part(x) if device_part is not None else x
+                cloud_part(samples[cut])
         name = torch.cuda.get_device_name(0) if self.device == "cuda" else cpu_model()
+        adaptive = any(s in split_policy.ADAPTIVE for s in self.topo.strategies)
         return {"device": self.device, "device_name": name, "torch_threads": torch.get_num_threads(),
-                "split_catalogue": split_catalogue(sm.full, m.input_size)}
+                "split_catalogue": catalogue, "cuts": cuts, "accuracy_by_cut": accuracy_by_cut(sm.meta, m.codec.dtype),
+                "cut_cloud_ms": {c: self._time_part(c, samples[c]) for c in cuts} if adaptive else {}}
+
+    def _time_part(self, cut: str, sample: Any) -> float:
+        """The cloud part's time for one item (median of 5), for the devices' split predictions."""
+        import torch
+
+        times = []
+        with torch.inference_mode():
+            for _ in range(5):
+                t0 = now()
+                self._parts[cut](sample)
+                if self.device == "cuda":
+                    torch.cuda.synchronize()
+                times.append((now() - t0) * 1000)
+        return round(sorted(times)[2], 3)
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -177,10 +202,13 @@ class CloudServer:
                 if kind == "hello":
                     shaper = LinkShaper(LinkDirection(**header["downlink"]), seed=int(header.get("seed", 0)))
                     continue
+                if kind == "phase" and shaper is not None:  # a new phase: a traced downlink starts over
+                    shaper.restart()
+                    continue
                 if kind == "faults" and shaper is not None:  # the phase's downlink faults (testbed.faults)
                     shaper.set_faults(fault_windows(header, t_received))
                     continue
-                if kind != "infer" or shaper is None or header.get("kind") not in KINDS:
+                if kind != "infer" or shaper is None or header.get("kind") not in self._batchers:
                     raise ProtocolError(f"unexpected frame type {kind!r} / kind {header.get('kind')!r}")
                 with self._counters_lock:
                     self._stats.arrivals += 1
@@ -243,13 +271,12 @@ class CloudServer:
 
         t0 = now()
         with torch.inference_mode():
-            if kind in ("butterfly", "split"):
-                feats = np.stack([codec.decode_tensor(j.header["codec"], j.payload) for j in jobs])
-                part = self._cloud_part if kind == "butterfly" else self._tail
-                logits = part(torch.from_numpy(feats).to(self.device))
-            else:
+            if kind == "cloud_only":
                 images = [codec.decode_jpeg(j.payload) for j in jobs]
-                logits = self._full(preprocess(images, self.device))
+                logits = self._parts[kind](preprocess(images, self.device))
+            else:  # a feature map: restoration (butterfly cuts) and the rest of the network
+                feats = np.stack([codec.decode_tensor(j.header["codec"], j.payload) for j in jobs])
+                logits = self._parts[kind](torch.from_numpy(feats).to(self.device))
             top1 = logits.argmax(dim=1).tolist()
         t1 = now()
         n = len(jobs)

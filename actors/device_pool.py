@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from actors.failover import Failover
-from testbed import codec, faults
+from testbed import codec, faults, split_policy
 from testbed.balancing import ReplicaChooser
 from testbed.clock import BOOT_ID, now, same_clock, sleep_until
 from testbed.config import Topology
@@ -32,11 +32,13 @@ from testbed.devices import DeviceSpec, arrivals, device_table
 from testbed.energy import RadioAccount, compute_energy_mj, radio_transfer_mj, tail_energy_mj
 from testbed.host import ray_node_id
 from testbed.metrics import new_record
+from testbed.split_policy import CloudTimes, CutProfile, LinkEstimator, LinkView, Objective
 from testbed.wire import ProtocolError, encode_frame, read_frame
 from throttling.cpu import TimeScaledCpu
 from throttling.links import LinkBackend, userspace_part
 from throttling.netns import socket_in_netns
 from throttling.shaper import LinkDirection, LinkShaper
+from throttling.trace import MahimahiTrace
 
 CALIBRATION_RUNS = 5
 FRAMES_PER_POOL = 32
@@ -95,9 +97,15 @@ class Device:
     configured_uplink: LinkDirection  # the link as the topology gives it (for the ideal transfer time)
     uplink: LinkShaper  # one radio link, shared by the device's connections
     radio: RadioAccount  # RRC state: who pays promotion, how the tail is shared
+    estimator: LinkEstimator  # its view of its uplink, from its own requests (the dynamic policy)
+    cloud_times: CloudTimes  # its view of each cut's cloud time, from the answers it got
     conns: list[Connection] = field(default_factory=list)  # one per replica it may use
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     tail_owner: dict[str, Any] | None = None  # the record whose tail is still running (held back until known)
+    profiles: list[CutProfile] = field(default_factory=list)  # candidate cuts at this device's speed
+    phase_cut: tuple[str, float | None] | None = None  # best_static: the phase's cut and its prediction
+    # requests sent and not answered: (sent at, bytes, expected ms besides the transfer), for the estimate
+    outstanding: dict[int, tuple[float, int, float]] = field(default_factory=dict)
 
 
 class DevicePool:
@@ -118,8 +126,13 @@ class DevicePool:
         self._devices: list[Device] = []
         self._ids = itertools.count()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.calibration: dict[str, float] = {}
-        self._models: dict[str, Any] = {}  # strategy -> the network the device runs
+        self.calibration: dict[str, float] = {}  # cut -> host ms of the device's network part
+        self._encode_ms: dict[str, float] = {}  # cut -> host ms of encoding what goes up
+        self._bytes_up: dict[str, int] = {}  # cut -> median bytes of what goes up
+        self._models: dict[str, Any] = {}  # cut -> the network part the device runs (None: cloud_only)
+        self._cuts: list[str] = []  # every cut this run's policies may use
+        self._candidates: list[str] = []  # the cuts best_static and dynamic choose among
+        self._objective = Objective(self.topo.policy.objective, self.topo.policy.energy_weight_ms_per_mj)
         # pools.compute == "replay": each frame's device output and timings, computed once at start
         self._replayed: dict[tuple[str, int], tuple[float, float, float, bytes, dict[str, Any]]] = {}
         self._failover = Failover([])
@@ -145,12 +158,12 @@ class DevicePool:
         self._caps.append(cap)
         self._class_executors[cls] = executor
         await loop.run_in_executor(executor, self._enter_cap, cap)
-        strategy = next(s for s in ("butterfly", "split", "device_only") if s in self.calibration)
-        model = self._models[strategy]
-        target_ms = self.calibration[strategy] / speed
+        cut = next(iter(self.calibration))  # the first cut with a network on the device
+        model = self._models[cut]
+        target_ms = self.calibration[cut] / speed
         result = await loop.run_in_executor(
             executor, lambda: calibrate(lambda: self._infer(model, self._frames[0]), target_ms, cap))
-        self.cap_calibration[cls] = {"model": strategy, **dataclasses.asdict(result)}
+        self.cap_calibration[cls] = {"model": cut, **dataclasses.asdict(result)}
 
     @staticmethod
     def _enter_cap(cap: Any) -> None:
@@ -162,14 +175,18 @@ class DevicePool:
     async def connect(self, replicas: list[dict[str, Any]]) -> dict[str, Any]:
         """Open each device's connections: to one replica (static) or to every replica it balances over."""
         self._failover = Failover(replicas)
+        cloud_ms = _mean_cloud_ms(replicas)
         for spec in self.specs:
             capped = self._class_executors.get(spec.device_class)
             chooser = ReplicaChooser(self.topo.cloud.load_balancing, max(1, len(replicas)), spec.device_id)
             configured = spec.uplink()
             uplink = LinkShaper(userspace_part(configured, self.backend), seed=10_000 + spec.device_id)
+            estimator = LinkEstimator(_prior_view(configured, spec.downlink()), self.topo.policy.bandwidth_window,
+                                      self.topo.policy.estimate_ttl_s)
             dev = Device(spec, None if capped else TimeScaledCpu(self._speed(spec)), capped or self._executor,
-                         chooser, configured, uplink, RadioAccount(spec.radio))
-            if any(s != "device_only" for s in self.topo.strategies):
+                         chooser, configured, uplink, RadioAccount(spec.radio), estimator, CloudTimes(cloud_ms))
+            dev.profiles = [self._profile(c, self._speed(spec), cloud_ms) for c in self._candidates]
+            if any(split_policy.uses_network(c) for c in self._cuts):
                 dev.conns = [await self._connect(spec, replicas[i]) for i in chooser.connects_to()]
             self._devices.append(dev)
         return {"pool": self.pool_id, "pid": os.getpid(), "node_id": ray_node_id(), "devices": len(self.specs),
@@ -180,28 +197,32 @@ class DevicePool:
         import torch
 
         from testbed.frames import make_frames
-        from testbed.model import build_split_model
+        from testbed.model import build_split_model, cut_parts, split_catalogue
 
         torch.set_num_threads(self.topo.pools.torch_threads)
-        m = self.topo.model
+        m, policy = self.topo.model, self.topo.policy
         sm = build_split_model(m.weights, m.seed, m.split, m.butterfly_channels, m.input_size)
-        self._device_part = sm.device_part()
-        self._full = sm.full
+        catalogue = split_catalogue(sm.full, m.input_size)
         self._frames = make_frames(m.image_dir, m.input_size, FRAMES_PER_POOL, seed=m.seed + self.pool_id)
-        self._models = models = {"butterfly": self._device_part, "split": sm.head.eval(), "device_only": self._full}
+        self._cuts = split_policy.cuts_for_run(self.topo.strategies, policy.cuts, m.split, catalogue)
+        if any(s in split_policy.ADAPTIVE for s in self.topo.strategies):
+            self._candidates = split_policy.candidate_cuts(policy.cuts, m.split, catalogue)
         absolute = any(s.full_model_ms is not None for s in self.specs)  # needs the host's full-model time
-        for strategy, model in models.items():
-            if strategy in self.topo.strategies or (strategy == "device_only" and absolute):
-                times = [self._time_model(model, i) for i in range(2 + CALIBRATION_RUNS)][2:]
-                self.calibration[strategy] = median(times)
+        profiled = self._cuts + (["device_only"] if absolute and "device_only" not in self._cuts else [])
+        for cut in profiled:
+            self._models[cut] = cut_parts(sm, cut)[0]
+            runs = [self._device_work(cut, self._frames[i % len(self._frames)]) for i in range(2 + CALIBRATION_RUNS)]
+            if self._models[cut] is not None:
+                self.calibration[cut] = median(r[1] for r in runs[2:]) * 1000
+            self._encode_ms[cut] = median(r[2] for r in runs[2:]) * 1000
+            self._bytes_up[cut] = int(median(len(r[3]) for r in runs[2:]))
         if self.topo.pools.compute == "replay":
-            self._replayed = {(s, i): self._device_work(s, f) for s in self.topo.strategies
-                              for i, f in enumerate(self._frames)}
+            self._replayed = {(c, i): self._device_work(c, f) for c in self._cuts for i, f in enumerate(self._frames)}
 
-    def _time_model(self, model: Any, i: int) -> float:
-        t0 = now()
-        self._infer(model, self._frames[i % len(self._frames)])
-        return (now() - t0) * 1000
+    def _profile(self, cut: str, speed: float, cloud_ms: dict[str, float]) -> CutProfile:
+        """What a cut costs this device (calibrated host times at its speed) for the split predictions."""
+        device_ms = (self.calibration.get(cut, 0.0) + self._encode_ms[cut]) / speed
+        return CutProfile(cut, device_ms, self._bytes_up[cut], cloud_ms.get(cut, 0.0))
 
     def _infer(self, model: Any, frame: np.ndarray) -> Any:
         import torch
@@ -261,7 +282,16 @@ class DevicePool:
         `t0`: the phase's start on the driver's clock, used where it is this clock (so fault times agree)."""
         t0 = t0 if t0 is not None and same_clock(boot_id) else now()
         horizon = self.topo.warmup_s + self.topo.duration_s
-        self._set_link_faults(strategy, t0)
+        for dev in self._devices:  # every phase meets the same link: traces start over
+            dev.uplink.restart()
+            dev.estimator.reset()
+            dev.cloud_times.reset()
+            for conn in dev.conns:
+                conn.writer.write(encode_frame({"type": "phase"}))
+            dev.phase_cut = None
+            if strategy == "best_static":
+                dev.phase_cut = self._choose(dev, strategy)
+        self._set_link_faults(strategy, t0)  # after the restart: the windows apply to the new link
         await asyncio.gather(*(self._device_loop(d, strategy, phase_index, t0, horizon)
                                for d in self._devices))
         if self._tasks:
@@ -308,16 +338,37 @@ class DevicePool:
             return
         self._records.append(rec)
 
+    def _choose(self, dev: Device, strategy: str) -> tuple[str, float | None]:
+        """(cut, predicted latency ms or None) for the next request of `strategy`."""
+        cut = split_policy.static_cut(strategy, self.topo.model.split)
+        if cut is not None:
+            return cut, None
+        if strategy == "best_static" and dev.phase_cut is not None:
+            return dev.phase_cut
+        profiles = dev.profiles
+        if strategy == "dynamic":  # what this device observed, and the queue its replica last reported
+            queue = max((c.reported_queue for c in dev.conns), default=0)
+            view = dev.estimator.view(now(), queue, list(dev.outstanding.values()))
+            profiles = [dataclasses.replace(p, cloud_ms=dev.cloud_times.get(p.cut)) for p in profiles]
+        else:  # best_static: the profiles and the configured link, an empty queue
+            view = dev.estimator.prior
+        best, _ = split_policy.choose(profiles, view, dev.spec.compute_power_w, dev.spec.radio,
+                                      1000.0 / dev.spec.arrival.rate_hz, self._objective)
+        return best.cut, best.latency_ms
+
     async def _run_request(self, dev: Device, strategy: str, rec: dict[str, Any], deadline: float) -> None:
         async with dev.lock:  # the device's own CPU: one frame at a time
-            payload, header = await self._device_compute(dev, strategy, rec)
-        if strategy == "device_only":
+            cut, predicted = self._choose(dev, strategy)  # decided when the device starts on the frame
+            rec.update(cut=cut, est_uplink_mbps=round(dev.estimator.uplink_mbps(now()), 4),
+                       predicted_ms=None if predicted is None else round(predicted, 3))
+            payload, header = await self._device_compute(dev, cut, rec)
+        if cut == "device_only":
             rec["top1"] = header["top1"]
             return
         if now() >= deadline:  # queued too long on the device: do not send a frame nobody awaits
             raise asyncio.TimeoutError
         rid = rec["request_id"]
-        frame = encode_frame({**header, "type": "infer", "id": rid, "kind": strategy}, payload)
+        frame = encode_frame({**header, "type": "infer", "id": rid, "kind": cut}, payload)
         promotion_mj, owed_tail_mj = dev.radio.begin(now())
         rec["energy_promotion_mj"] = promotion_mj
         if owed_tail_mj is not None:  # the previous request's tail ended when this one started
@@ -355,16 +406,19 @@ class DevicePool:
         """Send the frame, wait for the answer; returns when the answer's last byte arrived."""
         rid = rec["request_id"]
         fut = conn.expect(rid)
-        # The send is shielded: cancelling it half-way would corrupt the stream.
-        sent = await asyncio.shield(dev.uplink.send(conn.writer, frame))
-        rec["bytes_up"] = sent.nbytes
-        rec["uplink_ms"] = round(sent.ms, 3)
-        rec["uplink_error_ms"] = round(sent.error_ms, 3)
-        rec["lost_packets"] = sent.lost_packets
+        others_ms = 2 * dev.estimator.one_way_ms + (conn.reported_queue + 1) * dev.cloud_times.get(rec["cut"])
+        dev.outstanding[rid] = (now(), len(frame), others_ms)
         try:
+            # The send is shielded: cancelling it half-way would corrupt the stream.
+            sent = await asyncio.shield(dev.uplink.send(conn.writer, frame))
+            rec["bytes_up"] = sent.nbytes
+            rec["uplink_ms"] = round(sent.ms, 3)
+            rec["uplink_error_ms"] = round(sent.error_ms, 3)
+            rec["lost_packets"] = sent.lost_packets
             reply, nbytes, t_done = await asyncio.wait_for(fut, max(0.0, deadline - now()))
         finally:
             conn.pending.pop(rid, None)
+            dev.outstanding.pop(rid, None)
         rec["bytes_down"] = nbytes
         rec["replica"] = reply.get("replica")
         if reply.get("status") != "ok":
@@ -382,24 +436,26 @@ class DevicePool:
             rec["uplink_ideal_ms"] = round(dev.configured_uplink.ideal_ms(sent.nbytes), 3)
         # Device clock for the round trip; cloud clock for the time inside the server.
         rec["downlink_ms"] = round((t_done - t_up_done) * 1000 - reply["server_ms"], 3)
+        dev.estimator.observe(t_done, sent.nbytes, rec["uplink_ms"], rec["downlink_ms"])
+        dev.cloud_times.observe(rec["cut"], reply["cloud_ms"])
         return t_done
 
-    async def _device_compute(self, dev: Device, strategy: str, rec: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+    async def _device_compute(self, dev: Device, cut: str, rec: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
         """Run the device side for real (or replay it), then stretch it to the device's speed."""
         loop = asyncio.get_running_loop()
         index = rec["request_id"] % len(self._frames)
         t_submit = now()
         if self._replayed:  # the same bytes and timings as the real run of this frame, no compute now
-            _, head_s, enc_s, payload, header = self._replayed[(strategy, index)]
+            _, head_s, enc_s, payload, header = self._replayed[(cut, index)]
             t_exec = t_submit
         else:
             t_exec, head_s, enc_s, payload, header = await loop.run_in_executor(
-                dev.executor, self._device_work, strategy, self._frames[index])
+                dev.executor, self._device_work, cut, self._frames[index])
         rec["emu_wait_ms"] = round((t_exec - t_submit) * 1000, 3)
         if dev.cpu is None:  # capped: the time it took is the device's time
             head_ms, encode_ms = head_s * 1000, enc_s * 1000
         else:
-            host_ms = self.calibration.get(strategy, 0.0)
+            host_ms = self.calibration.get(cut, 0.0)
             head_ms = max(head_s * 1000, dev.cpu.target_ms(host_ms)) if host_ms else 0.0
             encode_ms = dev.cpu.target_ms(enc_s * 1000)
             await sleep_until(t_exec + (head_ms + encode_ms) / 1000)
@@ -407,16 +463,15 @@ class DevicePool:
         rec["encode_ms"] = round(encode_ms, 3)
         return payload, header
 
-    def _device_work(self, strategy: str, frame: np.ndarray) -> tuple[float, float, float, bytes, dict[str, Any]]:
+    def _device_work(self, cut: str, frame: np.ndarray) -> tuple[float, float, float, bytes, dict[str, Any]]:
         t_exec = now()
         m = self.topo.model
-        if strategy == "cloud_only":
+        if cut == "cloud_only":
             data = codec.encode_jpeg(frame, m.jpeg_quality)
             return t_exec, 0.0, now() - t_exec, data, {}
-        model = self._models[strategy]
-        out = self._infer(model, frame)
+        out = self._infer(self._models[cut], frame)
         t_head = now()
-        if strategy == "device_only":
+        if cut == "device_only":
             return t_exec, t_head - t_exec, 0.0, b"", {"top1": int(out.argmax(dim=1)[0])}
         meta, payload = codec.encode_tensor(out[0].numpy(), m.codec.dtype, m.codec.zstd_level)
         return t_exec, t_head - t_exec, now() - t_head, payload, {"codec": meta}
@@ -471,6 +526,23 @@ class DevicePool:
             executor.shutdown(wait=True, cancel_futures=True)
         for cap in self._caps:
             cap.close()
+
+
+def _mean_cloud_ms(replicas: list[dict[str, Any]]) -> dict[str, float]:
+    """Each cut's cloud time for one item, as the replicas calibrated it (their mean)."""
+    per_cut: dict[str, list[float]] = {}
+    for r in replicas:
+        for cut, ms in r.get("cut_cloud_ms", {}).items():
+            per_cut.setdefault(cut, []).append(ms)
+    return {cut: sum(v) / len(v) for cut, v in per_cut.items()}
+
+
+def _prior_view(up: LinkDirection, down: LinkDirection) -> LinkView:
+    """The configured link (a trace's mean rate): what a device assumes before its first answer."""
+    def rate(d: LinkDirection) -> float:
+        return MahimahiTrace.load(d.trace_path).mean_mbps if d.trace_path else d.rate_mbps
+
+    return LinkView(rate(up), rate(down), up.delay_ms)
 
 
 class RejectedError(Exception):

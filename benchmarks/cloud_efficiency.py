@@ -32,6 +32,7 @@ from link_and_overhead import FAST, _raw_tcp_rtts, _testbed_rtts  # noqa: E402
 from actors.cloud_server import CloudServer  # noqa: E402
 from testbed import codec  # noqa: E402
 from testbed.config import load_topology  # noqa: E402
+from testbed.split_policy import butterfly_cut  # noqa: E402
 from testbed.wire import encode_frame, read_frame  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,7 +77,8 @@ def raw_throughput(topo, feats, batch: int, seconds: float, device: str) -> floa
 async def tier_throughput(topo, feats, clients: int, seconds: float) -> tuple[float, float]:
     server = CloudServer(0, topo.model_dump_json())
     addr = await server.start("127.0.0.1")
-    frames = [encode_frame({"type": "infer", "id": 0, "kind": "butterfly", "codec": meta}, payload)
+    frames = [encode_frame({"type": "infer", "id": 0, "kind": butterfly_cut(topo.model.split), "codec": meta},
+                           payload)
               for meta, payload, _ in feats]
     done, statuses = 0, {}
     stop = time.perf_counter() + seconds + 2

@@ -35,6 +35,7 @@ from testbed.clock import now  # noqa: E402
 from testbed.config import load_topology  # noqa: E402
 from testbed.linkcheck import loopback_endpoints, pipe_times  # noqa: E402
 from testbed.metrics import percentile  # noqa: E402
+from testbed.split_policy import butterfly_cut  # noqa: E402
 from testbed.wire import encode_frame  # noqa: E402
 from throttling.shaper import LinkDirection, LinkShaper  # noqa: E402
 
@@ -67,6 +68,7 @@ class NoModelServer(CloudServer):
     """The real ingress, batcher and reply path, with the model replaced by a decode."""
 
     def _build(self) -> dict[str, Any]:
+        self._parts = {butterfly_cut(self.topo.model.split): None}  # one batcher, as for the butterfly cut
         return {"device": "cpu", "device_name": "no model", "torch_threads": 0, "split_catalogue": []}
 
     def _compute(self, kind: str, jobs: list[Job]) -> list[Outcome]:
@@ -92,7 +94,7 @@ async def _testbed_rtts(n: int) -> list[float]:
         meta, payload = codec.encode_tensor(feature, "int8", 3)
         fut = loop.create_future()
         conn.pending[rid] = fut
-        await uplink.send(writer, encode_frame({"type": "infer", "id": rid, "kind": "butterfly",
+        await uplink.send(writer, encode_frame({"type": "infer", "id": rid, "kind": butterfly_cut(topo.model.split),
                                                      "codec": meta}, payload))
         await fut
         rtts.append((now() - t0) * 1000)

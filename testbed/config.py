@@ -18,18 +18,33 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from testbed import profiles
+from testbed import profiles, split_policy
 
-STRATEGIES = ("cloud_only", "butterfly", "split", "device_only")
+STRATEGIES = ("cloud_only", "butterfly", "split", "device_only", "best_static", "dynamic")  # and static:<cut>
 SPLIT_POINTS = ("layer1", "layer2", "layer3", "layer4")
 # Output channels of torchvision's ResNet-50 after each split point; used to
 # check butterfly_channels without building the model (tests check they agree).
 RESNET50_CHANNELS = {"layer1": 256, "layer2": 512, "layer3": 1024, "layer4": 2048}
 
-# split: the same cut as butterfly, without the butterfly unit (the raw feature map, coded, goes up)
-Strategy = Literal["cloud_only", "butterfly", "split", "device_only"]
+
+
+def _strategy(name: str) -> str:
+    if problem := split_policy.strategy_problem(name):
+        raise ValueError(problem)
+    return name
+
+
+def _cut(name: str) -> str:
+    if not split_policy.is_cut(name):
+        raise ValueError("allowed: cloud_only, device_only, layer1..layer4, layerN+butterfly")
+    return name
+
+
+# A split policy (see testbed.split_policy): split is the same cut as butterfly without the butterfly unit
+Strategy = Annotated[str, AfterValidator(_strategy)]
+Cut = Annotated[str, AfterValidator(_cut)]
 PosFloat = Annotated[float, Field(gt=0)]
 NonNegFloat = Annotated[float, Field(ge=0)]
 PosInt = Annotated[int, Field(ge=1)]
@@ -212,7 +227,17 @@ class Reference(_Frozen):
     source: str = ""
 
 
-FAULT_KINDS = ("link_outage", "link_degrade", "device_leave", "replica_kill", "pool_kill")
+class SplitPolicy(_Frozen):
+    """How best_static and dynamic choose a cut (testbed.split_policy): among `cuts` (auto: cloud_only, the
+    natural bottlenecks, the butterfly cut, device_only), the one with the lowest predicted `objective`;
+    weighted = latency_ms + energy_weight_ms_per_mj * energy_mj. `bandwidth_window`: requests in a device's
+    uplink estimate, each kept `estimate_ttl_s`."""
+
+    objective: Literal["latency", "energy", "weighted"] = "latency"
+    energy_weight_ms_per_mj: NonNegFloat = 1.0
+    cuts: Literal["auto"] | Annotated[list[Cut], Field(min_length=1)] = "auto"
+    bandwidth_window: PosInt = 4
+    estimate_ttl_s: PosFloat = 3.0  # older uplink samples are forgotten: the configured link stands in again
 
 
 class Fault(_Frozen):
@@ -253,6 +278,7 @@ class Topology(_Frozen):
     throttling: Throttling = Throttling()
     ray: RaySpec = RaySpec()
     references: list[Reference] = []  # published figures printed beside the measured ones
+    policy: SplitPolicy = SplitPolicy()
     train: TrainSpec = TrainSpec()
     faults: list[Fault] = []  # injected faults, per phase (see testbed/faults.py)
 
@@ -445,11 +471,12 @@ def _unwrap(annotation: Any) -> Any:
 
 def _problems_from(err: ValidationError) -> list[Problem]:
     problems = []
-    for e in err.errors():
-        loc = tuple(e["loc"])
-        # pydantic adds a tag for the union member it tried; drop it from the path
-        loc = tuple(p for p in loc if p not in ("int", "float", "str", "none", "bool"))
-        msg = e["msg"]
+    errors = [(tuple(p for p in e["loc"] if not _union_tag(p)), e) for e in err.errors()]
+    for loc, e in errors:
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "literal_error" and any(other[:len(loc)] == loc and len(other) > len(loc)
+                                                for other, _ in errors):
+            continue  # a union of a literal and a list: the list member's error says more
         if e["type"] == "extra_forbidden":
             parent = _model_at(loc[:-1])
             allowed = ", ".join(parent.model_fields) if parent else "see docs"
@@ -458,6 +485,12 @@ def _problems_from(err: ValidationError) -> list[Problem]:
             msg = "required key is missing"
         problems.append(Problem(format_key_path(loc), msg, e.get("input"), e["type"] != "missing"))
     return problems
+
+
+def _union_tag(part: Any) -> bool:
+    """pydantic names the union member it tried in the error's path (`int`, `list[...]`); not a key."""
+    return isinstance(part, str) and (part in ("int", "float", "str", "none", "bool") or "[" in part
+                                      or part.startswith(("function-", "literal")))
 
 
 def _cross_checks(topo: Topology) -> list[Problem]:
@@ -471,6 +504,7 @@ def _cross_checks(topo: Topology) -> list[Problem]:
                                     + ", ".join(sorted(topo.device_classes)), g.device_class, True))
     if len(set(topo.strategies)) != len(topo.strategies):
         problems.append(Problem("strategies", "each strategy may appear once", topo.strategies, True))
+    problems += _policy_problems(topo)
     c = RESNET50_CHANNELS[topo.model.split]
     if topo.model.butterfly_channels >= c:
         problems.append(Problem("model.butterfly_channels",
@@ -492,6 +526,31 @@ def _cross_checks(topo: Topology) -> list[Problem]:
     if topo.cloud.device == "cuda" and topo.cloud.num_gpus <= 0:
         problems.append(Problem("cloud.num_gpus", "must be > 0 when cloud.device is cuda",
                                 topo.cloud.num_gpus, True))
+    return problems
+
+
+def _policy_problems(topo: Topology) -> list[Problem]:
+    """A butterfly unit exists only at model.split; an energy objective needs every network's radio."""
+    problems = []
+    prefix = split_policy.STATIC_PREFIX
+    places = [(f"strategies[{i}]", s[len(prefix):]) for i, s in enumerate(topo.strategies) if s.startswith(prefix)]
+    if topo.policy.cuts != "auto":
+        places += [(f"policy.cuts[{i}]", c) for i, c in enumerate(topo.policy.cuts)]
+        if len(set(topo.policy.cuts)) != len(topo.policy.cuts):
+            problems.append(Problem("policy.cuts", "each cut may appear once", topo.policy.cuts, True))
+    for key, cut in places:
+        if cut.endswith("+butterfly") and cut != f"{topo.model.split}+butterfly":
+            problems.append(Problem(key, f"the butterfly unit sits at model.split ({topo.model.split}); allowed: "
+                                    f"{topo.model.split}+butterfly or a cut without it", cut, True))
+    adaptive = any(s in split_policy.ADAPTIVE for s in topo.strategies)
+    if adaptive and topo.policy.objective != "latency":
+        used = sorted({g.network for g in topo.devices if g.network in topo.networks})
+        for name in used:
+            r = topo.networks[name].radio
+            if None in (r.alpha_up_mw_per_mbps, r.alpha_down_mw_per_mbps, r.beta_mw):
+                problems.append(Problem("policy.objective", f"objective {topo.policy.objective} needs radio "
+                                        f"coefficients; network {name} has none (allowed here: latency)",
+                                        topo.policy.objective, True))
     return problems
 
 

@@ -61,6 +61,7 @@ class RunState:
     fault_events: list[dict[str, Any]] = field(default_factory=list)  # what the fault driver did, and when
     failover: dict[str, Any] = field(default_factory=dict)  # per pool: reconnects and retries (last phase's count)
     kernel: Any = None  # tc backend: the run's NetnsTopology (link degradations set its rates)
+    trace_rates: Any = None  # tc backend with traces: restarted at each phase, like the userspace shapers
 
 
 class Actors:
@@ -213,7 +214,8 @@ def _kernel_links(state: RunState, stack: contextlib.ExitStack) -> dict[str, Any
     ups = {s.device_id: (d.trace_path, d.trace_offset_ms) for s in specs if (d := s.uplink()).trace_path}
     downs = {s.device_id: (d.trace_path, d.trace_offset_ms) for s in specs if (d := s.downlink()).trace_path}
     if ups or downs:
-        stack.enter_context(TraceRates(topo, ups, downs, state.topo.throttling.trace_update_ms / 1000))
+        state.trace_rates = stack.enter_context(TraceRates(topo, ups, downs,
+                                                           state.topo.throttling.trace_update_ms / 1000))
     return {"backend": state.backend.to_dict(), "cloud_ns": layout.cloud_ns, "cloud_ip": layout.cloud_ip,
             "device_ns": [layout.device_ns(i) for i in range(len(specs))]}
 
@@ -244,6 +246,8 @@ def _run_phase(state: RunState, folder: RunFolder, progress: Progress, actors: A
     ray = actors.ray
     state.phase = strategy
     progress.phase(strategy, index)
+    if state.trace_rates is not None:
+        state.trace_rates.restart()
     faults = FaultDriver(state, actors, progress, strategy, index)
     pending = [p.run_phase.remote(strategy, index, faults.t0, BOOT_ID) for p in actors.pools]
     while pending:
@@ -312,9 +316,12 @@ def build_summary(state: RunState) -> dict[str, Any]:
         "placement": {"pools": {f"pool{p['pool']}": p.get("node_id") for p in state.pools},
                       "replicas": {f"replica{r['replica']}": r.get("node_id") for r in state.replicas}},
         "calibration_host_ms": {f"pool{p['pool']}": p["calibration_host_ms"] for p in state.pools},
+        "calibration_cloud_ms": {f"replica{r['replica']}": r["cut_cloud_ms"] for r in state.replicas
+                                 if r.get("cut_cloud_ms")},
         "cpu_caps": {f"pool{p['pool']}": p["cpu_caps"] for p in state.pools if p.get("cpu_caps")},
         "device_speeds": {f"pool{p['pool']}": p.get("device_speeds") for p in state.pools},
         "split_catalogue": state.replicas[0]["split_catalogue"] if state.replicas else None,
+        "accuracy_by_cut": state.replicas[0].get("accuracy_by_cut") if state.replicas else None,
         "phases_done": state.phases_done,
         "strategies": per_strategy,
         "comparison": ratios(per_strategy),

@@ -19,7 +19,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from testbed import htmlkit, load_report, report, sweep
+from testbed import htmlkit, load_report, policy_plot, report, sweep
 from testbed.metrics import ENERGY_PARTS
 from testbed.results import read_rows, read_summary
 
@@ -87,6 +87,8 @@ def _run_sections(folder: Path, summary: dict[str, Any]) -> list[str]:
         ("over_time", "Throughput and latency over each phase" + (" (shaded: faults)" if summary.get("faults") else ""),
          _time_figure(records, strategies, topo.get("warmup_s") or 0, summary.get("faults") or [])),
         ("energy", "Mean device energy per request", _energy_figure(measured, strategies)),
+        ("cuts", "Split policies: the cut each request used, and the devices' uplink estimate",
+         policy_plot.cuts_figure(records, strategies)),
     ]
     out.append("<h2>Plots</h2>" + "".join(htmlkit.figure(htmlkit.png(fig), caption, name)
                                           for name, caption, fig in plots if fig is not None))

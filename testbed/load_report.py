@@ -89,7 +89,7 @@ def write_report(out_dir: Path, summary: dict[str, Any], records: list[dict[str,
     """Write the PNGs and server_load.html into out_dir; returns the HTML path."""
     sections = []
     for strategy in summary["phases_done"] or list(dict.fromkeys(r["strategy"] for r in load)):
-        png = plot_phase(records, load, strategy, out_dir / f"server_load_{strategy}.png")
+        png = plot_phase(records, load, strategy, out_dir / f"server_load_{strategy.replace(':', '-')}.png")
         busy = summary.get("server_busy_by_strategy", {}).get(strategy)
         note = f" (mean server busy fraction {busy:.0%})" if busy is not None else ""
         sections.append(f"<h2>{html.escape(strategy)}{note}</h2>"

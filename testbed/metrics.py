@@ -16,11 +16,11 @@ STATUSES = ("completed", "failed", "timed_out")
 ENERGY_PARTS = ("compute", "transfer", "promotion", "tail")  # energy_<part>_mj; the last three are the radio's
 
 REQUEST_COLUMNS = (
-    "strategy", "phase", "device_id", "group", "request_id", "t_arrival_s", "status", "reason",
+    "strategy", "cut", "phase", "device_id", "group", "request_id", "t_arrival_s", "status", "reason",
     "bytes_up", "bytes_down", "emu_wait_ms", "head_ms", "encode_ms", "uplink_ms", "queue_ms",
     "cloud_ms", "server_ms", "downlink_ms", "e2e_ms", "energy_mj", "energy_compute_mj",
     "energy_radio_mj", "energy_transfer_mj", "energy_promotion_mj", "energy_tail_mj", "replica", "batch_size",
-    "uplink_ideal_ms", "uplink_error_ms", "lost_packets", "top1",
+    "uplink_ideal_ms", "uplink_error_ms", "lost_packets", "top1", "predicted_ms", "est_uplink_mbps",
 )
 
 LOAD_COLUMNS = (
@@ -81,7 +81,15 @@ def strategy_stats(records: Iterable[dict[str, Any]], window_s: float) -> dict[s
         "bytes_up_mean": mean_of("bytes_up"),
         "bytes_down_mean": mean_of("bytes_down"),
         "uplink_error_ms": {"p50": percentile(link_errors, 50), "p95": percentile(link_errors, 95)},
+        "cuts": dict(Counter(r["cut"] for r in recs if r["cut"])),
+        "prediction_error_pct": _prediction_error(done),
     }
+
+
+def _prediction_error(done: list[dict[str, Any]]) -> dict[str, float]:
+    """How far the split policy's predicted latency was from the measured one: 100 * (measured / predicted - 1)."""
+    errors = [100 * (float(r["e2e_ms"]) / float(r["predicted_ms"]) - 1) for r in done if r["predicted_ms"]]
+    return {"p50": percentile(errors, 50), "p95_abs": percentile([abs(e) for e in errors], 95), "n": len(errors)}
 
 
 def summarize_strategies(records: Iterable[dict[str, Any]], windows_s: dict[str, float]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ weights).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -98,6 +98,7 @@ class SplitModel:
     split: str
     channels: int  # C at the cut
     reduced_channels: int  # c
+    meta: dict[str, Any] = field(default_factory=dict)  # a split checkpoint's metadata (accuracy, classes)
 
     @property
     def num_classes(self) -> int:
@@ -143,11 +144,45 @@ def build_split_model(weights: str | None, seed: int, split: str, reduced_channe
     torch.manual_seed(seed + 1)
     reduction = conv_bn_relu(channels, reduced_channels).eval()
     restoration = conv_bn_relu(reduced_channels, channels).eval()
-    sm = SplitModel(head.eval(), reduction, restoration, tail.eval(), net, split, channels, reduced_channels)
+    sm = SplitModel(head.eval(), reduction, restoration, tail.eval(), net, split, channels, reduced_channels,
+                    meta)
     if meta and state is not None:  # a split checkpoint carries the butterfly unit's weights
         reduction.load_state_dict(_part(state, "reduction"))
         restoration.load_state_dict(_part(state, "restoration"))
     return sm
+
+
+def accuracy_by_cut(meta: dict[str, Any], dtype: str) -> dict[str, float]:
+    """Held-out top-1 of each cut, as `run.py train` measured it for this checkpoint (empty without one).
+
+    The butterfly and raw-split figures are those of the run's codec dtype (zstd is lossless)."""
+    def of_dtype(by_codec: dict[str, float]) -> float | None:
+        return next((v for k, v in by_codec.items() if k.split("+")[0] == dtype), None)
+
+    ref = meta.get("reference_accuracy") or {}
+    found = {"cloud_only": ref.get("cloud_only"), "device_only": ref.get("device_only"),
+             meta.get("split", "?"): of_dtype(ref.get("split") or {}),
+             f"{meta.get('split')}+butterfly": of_dtype(meta.get("accuracy") or {})}
+    return {cut: float(v) for cut, v in found.items() if v is not None}
+
+
+def cut_parts(sm: SplitModel, cut: str) -> tuple[nn.Module | None, nn.Module | None]:
+    """(device part, cloud part) of a cut (testbed.split_policy); None where that side runs no network.
+
+    Every part is a view into the one backbone: a pool or replica holds one model copy for all its cuts.
+    """
+    if cut == "cloud_only":
+        return None, sm.full
+    if cut == "device_only":
+        return sm.full, None
+    if cut == f"{sm.split}+butterfly":
+        return sm.device_part(), sm.cloud_part()
+    named = stages(sm.full)
+    names = [n for n, _ in named]
+    if cut not in SPLIT_POINTS:
+        raise ValueError(f"unknown cut {cut!r}")
+    k = names.index(cut) + 1
+    return nn.Sequential(*[m for _, m in named[:k]]).eval(), nn.Sequential(*[m for _, m in named[k:]]).eval()
 
 
 @torch.no_grad()

@@ -43,6 +43,8 @@ def print_summary(summary: dict[str, Any], out_dir: str, console: Console | None
         console.print(f"{pair}: latency p50 x{fmt(r['latency_p50'], 2)}, mean x{fmt(r['latency_mean'], 2)}; "
                       f"energy x{fmt(r['energy_mean'], 2)}; bytes up x{fmt(r['bytes_up_mean'], 1)}  "
                       "(>1: the second strategy is better)")
+    for line in cut_lines(summary):
+        console.print(line)
     for rep in summary["replicas"]:
         console.print(f"replica {rep['replica']} ({rep['device']}): {rep['completed']} requests, mean batch "
                       f"{rep['mean_batch_size']:.2f}, busy {rep['busy_fraction_of_run']:.0%} of the run, "
@@ -68,6 +70,24 @@ def strategy_rows(summary: dict[str, Any]) -> list[list[str]]:
                      fmt(st["energy_mj_mean"]),
                      fmt((st["bytes_up_mean"] or 0) / 1000 if st["bytes_up_mean"] else None)])
     return rows
+
+
+def cut_lines(summary: dict[str, Any]) -> list[str]:
+    """Which cuts each split policy used, and how well the adaptive ones predicted their latency."""
+    lines = []
+    for name, st in summary["strategies"].items():
+        cuts = st.get("cuts") or {}
+        pred = st.get("prediction_error_pct") or {}
+        if len(cuts) < 2 and not pred.get("n"):
+            continue
+        total = sum(cuts.values())
+        shares = ", ".join(f"{c} {n / total:.0%}" for c, n in sorted(cuts.items(), key=lambda kv: -kv[1]))
+        line = f"{name}: cuts {shares}"
+        if pred.get("n"):
+            line += (f"; measured vs predicted latency {fmt(pred['p50'], 1)}% (p50), "
+                     f"|error| p95 {fmt(pred['p95_abs'], 1)}%")
+        lines.append(line)
+    return lines
 
 
 def breakdown_rows(summary: dict[str, Any]) -> list[list[str]]:

@@ -27,6 +27,15 @@ def paper_energy(st: dict[str, Any]) -> float:
     return float(sum(known)) if len(known) == len(parts) else math.nan
 
 
+def accuracy(st: dict[str, Any], by_cut: dict[str, float] | None) -> float:
+    """Held-out top-1 of a strategy: its cuts' accuracies (from the trained checkpoint) weighted by how often
+    it used each; NaN where a cut has no trained figure (random weights, or a cut training did not measure)."""
+    cuts = st.get("cuts") or {}
+    if not by_cut or not cuts or any(c not in by_cut for c in cuts):
+        return math.nan
+    return sum(by_cut[c] * n for c, n in cuts.items()) / sum(cuts.values())
+
+
 def rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per (network group, strategy): means and factors over cloud_only (>1: better than cloud_only)."""
     out = []
@@ -40,7 +49,8 @@ def rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
                 continue
             row = {"group": group, "strategy": strategy, "latency_ms": st["latency_ms"]["mean"],
                    "energy_mj": st["energy_mj_mean"], "energy_paper_mj": paper_energy(st),
-                   "bytes_up": st["bytes_up_mean"], "latency_x": math.nan, "energy_x": math.nan,
+                   "bytes_up": st["bytes_up_mean"], "accuracy": accuracy(st, summary.get("accuracy_by_cut")),
+                   "latency_x": math.nan, "energy_x": math.nan,
                    "energy_paper_x": math.nan}
             if base is not None and base["by_status"]["completed"] and strategy != BASELINE:
                 row["latency_x"] = ratio(base["latency_ms"]["mean"], row["latency_ms"])
@@ -92,13 +102,15 @@ def print_reproduction(summary: dict[str, Any], console: Any) -> None:
         return
     t = Table(title="per network: mean latency and mobile energy, improvement over cloud_only (>1: better)")
     for col in ("network", "strategy", "latency ms", "latency x", "energy mJ", "energy x",
-                "energy mJ (papers' model)", "energy x (papers' model)", "KB up"):
+                "energy mJ (papers' model)", "energy x (papers' model)", "KB up", "top-1"):
         t.add_column(col, justify="left" if col in ("network", "strategy") else "right")
     for r in table_rows:
         t.add_row(r["group"], r["strategy"], fmt(r["latency_ms"]), fmt(r["latency_x"], 2), fmt(r["energy_mj"]),
                   fmt(r["energy_x"], 2), fmt(r["energy_paper_mj"]), fmt(r["energy_paper_x"], 2),
-                  fmt((r["bytes_up"] or 0) / 1000 if r["bytes_up"] else None))
+                  fmt((r["bytes_up"] or 0) / 1000 if r["bytes_up"] else None), fmt(r["accuracy"], 3))
     console.print(t)
+    if not summary.get("accuracy_by_cut"):
+        console.print("top-1: - (model.weights is not a checkpoint from `run.py train`, so no trained accuracy)")
     for ref in summary["topology"].get("references") or []:
         console.print(f"published: {ref['name']}: latency x{fmt(ref.get('latency_x'), 1)}, energy "
                       f"x{fmt(ref.get('energy_x'), 1)} over cloud_only (average over networks)"

@@ -62,6 +62,9 @@ def run_training(topo: Topology, out: Path, log: Callable[[str], None] = print) 
                                reduced_channels=plain.channels)
         rows += _codec_rows("split", no_butterfly, x_test, y_test, t.codecs, m.codec.zstd_level)
         log(f"  unsplit top-1 {rows[0]['top1']:.4f} ({time.perf_counter() - t_start:.0f} s so far)")
+        # what the other cuts of an experiment reach, kept with every checkpoint (the reproduction table shows it)
+        reference = {"device_only": rows[0]["top1"], "cloud_only": jpeg.top1,
+                     "split": {r["codec"]: r["top1"] for r in rows if r["variant"] == "split"}}
 
         finetune = replace(budget, epochs=t.finetune_epochs)
         for c in t.channels:
@@ -77,7 +80,8 @@ def run_training(topo: Topology, out: Path, log: Callable[[str], None] = print) 
             variant = _codec_rows("butterfly", sm, x_test, y_test, t.codecs, m.codec.zstd_level)
             rows += variant
             save_checkpoint(sm, out / f"butterfly_{m.split}_c{c}.pt", input_size=t.input_size, data=t.data,
-                            classes=data.classes, accuracy={r["codec"]: r["top1"] for r in variant})
+                            classes=data.classes, accuracy={r["codec"]: r["top1"] for r in variant},
+                            reference_accuracy=reference)
             log("  top-1 " + ", ".join(f"{r['codec']} {r['top1']:.4f}" for r in variant)
                 + f" ({time.perf_counter() - t_start:.0f} s so far)")
     finally:

@@ -49,9 +49,14 @@ def test_shipped_topologies_are_valid(path):
     ("networks.lte.loss_pct=100", "networks.lte.loss_pct", "less than 100"),
     ("device_classes.phone.speed=2", "device_classes.phone.speed", "less than or equal to 1"),
     ("strategies=[]", "strategies", "at least 1 item"),
-    ("strategies=[edge_only]", "strategies[0]", "'cloud_only', 'butterfly', 'split' or 'device_only'"),
+    ("strategies=[edge_only]", "strategies[0]", "allowed: cloud_only, butterfly, split, device_only, best_static"),
     ("throttling.backend=magic", "throttling.backend", "'userspace'"),
     ("duration_s=-3", "duration_s", "greater than 0"),
+    ("strategies=[static:layer3+butterfly]", "strategies[0]", "the butterfly unit sits at model.split (layer2)"),
+    ("policy.cuts=[cloud_only, layer4+butterfly]", "policy.cuts[1]", "sits at model.split"),
+    ("policy.cuts=[layer9]", "policy.cuts[0]", "allowed: cloud_only, device_only, layer1..layer4"),
+    ("policy.cuts=[layer4, layer4]", "policy.cuts", "each cut may appear once"),
+    ("policy.objective=speed", "policy.objective", "'latency', 'energy' or 'weighted'"),
 ])
 def test_each_field_rule_names_path_value_and_allowed(write_topology, minimal_yaml, override, key, says):
     path = write_topology(minimal_yaml)

@@ -134,6 +134,9 @@ def test_trace_rates_follow_the_trace(namespaces, tmp_path):
         time.sleep(0.8)  # now in the 3 Mbit/s second
         up_s, _ = asyncio.run(_transfer_times(topo.layout, 0, 150_000, 10))
         assert up_s == pytest.approx(0.4, rel=0.12)  # 150 KB at 3 Mbit/s
+        rates.restart()  # a new phase: back to the trace's first (12 Mbit/s) second at once
+        up_s, _ = asyncio.run(_transfer_times(topo.layout, 0, 300_000, 10))
+        assert up_s == pytest.approx(0.2, rel=0.1)
     assert rates.error is None and rates.updates >= 3
     assert MahimahiTrace.load(str(path)).period_ms == 2000
 

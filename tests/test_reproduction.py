@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed.reproduction import explanations, paper_energy, rows
+from testbed.reproduction import accuracy, explanations, paper_energy, rows
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -103,3 +103,14 @@ def test_split_point_sweep_measures_each_cut_with_and_without_the_butterfly(tmp_
             assert float(got[(cut, net, "split")]["bytes_up_mean"]) > 5 * float(
                 got[(cut, net, "butterfly")]["bytes_up_mean"])
     assert (out / "splits.png").stat().st_size > 10_000
+
+
+def test_accuracy_column_weights_each_cut_by_how_often_the_policy_used_it():
+    by_cut = {"cloud_only": 0.97, "device_only": 0.98, "layer2+butterfly": 0.95}
+    dynamic = dict(_st(100, 100, 40, 10, 4000), cuts={"cloud_only": 3, "layer2+butterfly": 1})
+    assert accuracy(dynamic, by_cut) == pytest.approx((3 * 0.97 + 0.95) / 4)
+    assert math.isnan(accuracy(dict(dynamic, cuts={"layer4": 4}), by_cut))  # not measured by training
+    assert math.isnan(accuracy(dynamic, None))  # random weights: no trained accuracy
+    s = dict(_summary({"3g": {"cloud_only": dict(_st(400, 600, 2, 300, 16000), cuts={"cloud_only": 5}),
+                              "dynamic": dynamic}}), accuracy_by_cut=by_cut)
+    assert [r["accuracy"] for r in rows(s)] == pytest.approx([0.97, 0.965])

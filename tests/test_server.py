@@ -119,7 +119,7 @@ def test_request_timeout_is_recorded(write_topology, minimal_yaml):
                      "devices.count=1", "duration_s=0.6")
 
     async def slow_model(cloud, _):
-        cloud._cloud_part = _Slow(cloud._cloud_part)
+        cloud._parts["layer2+butterfly"] = _Slow(cloud._parts["layer2+butterfly"])
 
     recs, _ = asyncio.run(_one_phase(topo, "butterfly", slow_model))
     assert recs and all(r["status"] == "timed_out" for r in recs)
@@ -196,7 +196,7 @@ def test_replayed_compute_sends_the_same_kind_of_bytes_without_computing(write_t
         try:
             pool._device_work = None  # any real device compute now would fail the request
             await pool.run_phase("butterfly", 0)
-            return pool.drain(), pool.calibration["butterfly"]
+            return pool.drain(), pool.calibration["layer2+butterfly"]
         finally:
             await pool.stop()
             await cloud.stop()

@@ -12,7 +12,7 @@ from PIL import Image
 
 from testbed.config import ConfigError, load_topology
 from testbed.datasets import load_data
-from testbed.model import build_split_model, save_checkpoint
+from testbed.model import accuracy_by_cut, build_split_model, save_checkpoint
 from testbed.tradeoff import set_scope
 from testbed.training import Budget, distillation_loss, evaluate_split, random_shift, to_tensors, train
 
@@ -177,3 +177,7 @@ def test_run_train_writes_the_table_and_loadable_checkpoints(tmp_path, capsys):
     assert "butterfly         2  int8+zstd3" in capsys.readouterr().out
     sm = build_split_model(str(out / "butterfly_layer2_c2.pt"), 0, "layer2", 2, SIZE)
     assert sm.num_classes == 10
+    top1 = {(r["variant"], r["codec"]): float(r["top1"]) for r in rows}
+    assert accuracy_by_cut(sm.meta, "int8") == pytest.approx({  # what a run's reproduction table shows
+        "device_only": top1[("unsplit", "raw")], "cloud_only": top1[("unsplit", "jpeg90")],
+        "layer2": top1[("split", "int8+zstd3")], "layer2+butterfly": top1[("butterfly", "int8+zstd3")]}, abs=1e-4)

@@ -204,6 +204,7 @@ class TraceRates:
         self.updates = 0
         self.error: BaseException | None = None
         self._stop = threading.Event()
+        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="trace-rates", daemon=True)
 
     def rates_at(self, elapsed_s: float) -> tuple[dict[int, float], dict[int, float]]:
@@ -219,10 +220,17 @@ class TraceRates:
         self._thread.start()
         return self
 
+    def restart(self) -> None:
+        """A new phase: every trace starts over from its offset, as the userspace shaper's do."""
+        with self._lock:  # an update computed from the old start must not land after this one
+            self._t0 = time.monotonic()
+            self.topo.set_rates(*self.rates_at(0.0))
+
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
             try:
-                self.topo.set_rates(*self.rates_at(time.monotonic() - self._t0))
+                with self._lock:
+                    self.topo.set_rates(*self.rates_at(time.monotonic() - self._t0))
                 self.updates += 1
             except BaseException as e:  # noqa: BLE001 - kept and reported by the run
                 self.error = e

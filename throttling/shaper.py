@@ -161,6 +161,12 @@ class LinkShaper:
         segments = getattr(self._serializer, "segments", [])
         return any(a <= t_b and t_a <= b for a, b, _, _ in segments)
 
+    def restart(self) -> None:
+        """Start the link over now (a new phase): a trace replays from its offset again, so every phase of a
+        run meets the same capacity over time."""
+        self._base = self._serializer = serializer_for(self.spec, now())  # faults: set again after it
+        self._last_arrival = 0.0
+
     def plan(self, nbytes: int, t_start: float) -> Plan:
         """Schedule one message on the link (advances the link's state)."""
         spec = self.spec
