@@ -25,7 +25,7 @@ import numpy as np
 
 from testbed import codec, split_policy
 from testbed.batching import DynamicBatcher
-from testbed.clock import BOOT_ID, now
+from testbed.clock import BOOT_ID, now, same_clock
 from testbed.config import Topology
 from testbed.host import ProcessUsage, cpu_model, ray_node_id, ray_node_ip
 from testbed.wire import ProtocolError, encode_frame, read_frame
@@ -79,6 +79,13 @@ class ServerStats(Counters):
     bad_frames: int = 0
     max_queue_depth: int = 0
     batch_histogram: dict[int, int] = field(default_factory=dict)
+
+
+def fault_windows(header: dict[str, Any], t_received: float) -> list[tuple[float, float, float]]:
+    """A device's fault windows on this server's clock: as sent on one host; shifted by the send time (the
+    frame's transit, a few ms, is then the error) across hosts."""
+    shift = 0.0 if same_clock(header.get("boot_id")) else t_received - float(header["t_sent"])
+    return [(float(a) + shift, float(b) + shift, float(f)) for a, b, f in header["windows"]]
 
 
 class CloudServer:
@@ -197,6 +204,9 @@ class CloudServer:
                     continue
                 if kind == "phase" and shaper is not None:  # a new phase: a traced downlink starts over
                     shaper.restart()
+                    continue
+                if kind == "faults" and shaper is not None:  # the phase's downlink faults (testbed.faults)
+                    shaper.set_faults(fault_windows(header, t_received))
                     continue
                 if kind != "infer" or shaper is None or header.get("kind") not in self._batchers:
                     raise ProtocolError(f"unexpected frame type {kind!r} / kind {header.get('kind')!r}")

@@ -23,9 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from testbed import codec, split_policy
+from actors.failover import Failover
+from testbed import codec, faults, split_policy
 from testbed.balancing import ReplicaChooser
-from testbed.clock import now, same_clock, sleep_until
+from testbed.clock import BOOT_ID, now, same_clock, sleep_until
 from testbed.config import Topology
 from testbed.devices import DeviceSpec, arrivals, device_table
 from testbed.energy import RadioAccount, compute_energy_mj, radio_transfer_mj, tail_energy_mj
@@ -46,8 +47,9 @@ FRAMES_PER_POOL = 32
 class Connection:
     """A device's TCP connection to its cloud replica; responses are matched by request id."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, replica: int = 0, port: int = 0):
         self.reader, self.writer = reader, writer
+        self.replica, self.port = replica, port  # which replica, at which address (it changes when replaced)
         self.pending: dict[int, asyncio.Future[tuple[dict[str, Any], int, float]]] = {}
         self.reported_queue = 0  # the replica's queue depth in its last answer (load balancing)
         self.task = asyncio.create_task(self._read_loop())
@@ -68,6 +70,18 @@ class Connection:
                 if not fut.done():
                     fut.set_exception(ConnectionError(f"connection lost: {error}"))
             self.pending.clear()
+
+    @property
+    def alive(self) -> bool:
+        return not self.task.done()
+
+    def expect(self, rid: int) -> asyncio.Future[tuple[dict[str, Any], int, float]]:
+        """The future of request `rid`'s answer; ConnectionError at once if the connection has died."""
+        if not self.alive:
+            raise ConnectionError("connection lost before the request was sent")
+        fut: asyncio.Future[tuple[dict[str, Any], int, float]] = asyncio.get_running_loop().create_future()
+        self.pending[rid] = fut
+        return fut
 
     def close(self) -> None:
         self.task.cancel()
@@ -121,6 +135,8 @@ class DevicePool:
         self._objective = Objective(self.topo.policy.objective, self.topo.policy.energy_weight_ms_per_mj)
         # pools.compute == "replay": each frame's device output and timings, computed once at start
         self._replayed: dict[tuple[str, int], tuple[float, float, float, bytes, dict[str, Any]]] = {}
+        self._failover = Failover([])
+        self._down_faults: dict[int, list[tuple[float, float, float]]] = {}  # device -> downlink fault windows
 
     # ------------------------------------------------------------ set-up
     async def prepare(self) -> dict[str, Any]:
@@ -158,6 +174,7 @@ class DevicePool:
 
     async def connect(self, replicas: list[dict[str, Any]]) -> dict[str, Any]:
         """Open each device's connections: to one replica (static) or to every replica it balances over."""
+        self._failover = Failover(replicas)
         cloud_ms = _mean_cloud_ms(replicas)
         for spec in self.specs:
             capped = self._class_executors.get(spec.device_class)
@@ -227,13 +244,43 @@ class DevicePool:
         hello = {"type": "hello", "device_id": spec.device_id, "seed": spec.device_id,
                  "downlink": dataclasses.asdict(down)}
         writer.write(encode_frame(hello))
+        if spec.device_id in self._down_faults:  # the phase's downlink faults, for the cloud's shaper
+            writer.write(encode_frame({"type": "faults", "windows": self._down_faults[spec.device_id],
+                                       "boot_id": BOOT_ID, "t_sent": now()}))
         await writer.drain()
-        return Connection(reader, writer)
+        return Connection(reader, writer, int(addr.get("replica", 0)), int(addr["port"]))
+
+    def replica_up(self, replica: int, addr: dict[str, Any]) -> None:
+        """A replacement for a killed replica listens at `addr`: devices move back to it."""
+        self._failover.up(replica, addr)
+
+    def fault_stats(self) -> dict[str, Any]:
+        return {"pool": self.pool_id, **self._failover.stats()}
+
+    def _set_link_faults(self, strategy: str, t0: float) -> None:
+        """This phase's link faults: the uplink in the device's shaper; the downlink is sent to the cloud's
+        shaper for the device's connections (each phase starts with nothing in flight, so the frame cannot cut
+        into a message)."""
+        self._down_faults = {}
+        for dev in self._devices:
+            d = dev.spec.device_id
+            dev.uplink.set_faults([(t0 + a, t0 + b, f) for a, b, f in faults.link_windows(self.topo, strategy, d,
+                                                                                             "uplink")])
+            down = [(t0 + a, t0 + b, f) for a, b, f in faults.link_windows(self.topo, strategy, d, "downlink")]
+            if down:
+                self._down_faults[d] = down
+            for conn in dev.conns:
+                if conn.alive and (down or self.topo.faults):
+                    conn.writer.write(encode_frame({"type": "faults", "windows": down, "boot_id": BOOT_ID,
+                                                    "t_sent": now()}))
 
     # ------------------------------------------------------------ phases
-    async def run_phase(self, strategy: str, phase_index: int) -> dict[str, float]:
-        """Generate every device's frames for warm-up + duration, then wait for the last answers."""
-        t0 = now()
+    async def run_phase(self, strategy: str, phase_index: int, t0: float | None = None,
+                        boot_id: str | None = None) -> dict[str, float]:
+        """Generate every device's frames for warm-up + duration, then wait for the last answers.
+
+        `t0`: the phase's start on the driver's clock, used where it is this clock (so fault times agree)."""
+        t0 = t0 if t0 is not None and same_clock(boot_id) else now()
         horizon = self.topo.warmup_s + self.topo.duration_s
         for dev in self._devices:  # every phase meets the same link: traces start over
             dev.uplink.restart()
@@ -244,6 +291,7 @@ class DevicePool:
             dev.phase_cut = None
             if strategy == "best_static":
                 dev.phase_cut = self._choose(dev, strategy)
+        self._set_link_faults(strategy, t0)  # after the restart: the windows apply to the new link
         await asyncio.gather(*(self._device_loop(d, strategy, phase_index, t0, horizon)
                                for d in self._devices))
         if self._tasks:
@@ -254,9 +302,12 @@ class DevicePool:
         return {"pool": self.pool_id, "phase_s": round(now() - t0, 3)}
 
     async def _device_loop(self, dev: Device, strategy: str, phase: int, t0: float, horizon: float) -> None:
+        wins = faults.windows(self.topo, strategy)
         for t_rel in arrivals(dev.spec.arrival, dev.spec.device_id, phase):
             if t_rel >= horizon:
                 return
+            if faults.absent(wins, dev.spec.device_id, t_rel):  # the device has left: it generates nothing
+                continue
             delay = t0 + t_rel - now()
             if delay > 0:
                 await asyncio.sleep(delay)
@@ -316,7 +367,6 @@ class DevicePool:
             return
         if now() >= deadline:  # queued too long on the device: do not send a frame nobody awaits
             raise asyncio.TimeoutError
-        conn = dev.conns[dev.chooser.pick([len(c.pending) for c in dev.conns], [c.reported_queue for c in dev.conns])]
         rid = rec["request_id"]
         frame = encode_frame({**header, "type": "infer", "id": rid, "kind": cut}, payload)
         promotion_mj, owed_tail_mj = dev.radio.begin(now())
@@ -325,17 +375,37 @@ class DevicePool:
             self._settle_tail(dev, owed_tail_mj)
         t_radio_end: float | None = None
         try:
-            t_radio_end = await self._exchange(dev, conn, rec, frame, deadline)
+            t_radio_end = await self._exchange_with_failover(dev, rec, frame, deadline)
         finally:
             if dev.radio.end(t_radio_end or now()):
                 dev.tail_owner = rec
+
+    async def _exchange_with_failover(self, dev: Device, rec: dict[str, Any], frame: bytes, deadline: float) -> float:
+        """`_exchange` on a live connection; if its replica dies under it, one retry elsewhere within the deadline."""
+        lost = ""
+        while True:
+            k = dev.chooser.pick([len(c.pending) for c in dev.conns], [c.reported_queue for c in dev.conns])
+            conn = await self._failover.usable(dev.conns, k, dev.chooser.connects_to()[k],
+                                               lambda addr: self._connect(dev.spec, addr))
+            try:
+                t_done = await self._exchange(dev, conn, rec, frame, deadline)
+            except ConnectionError as e:
+                self._failover.lost(conn)
+                what = f"replica {conn.replica} died: {e}"
+                if lost or now() >= deadline:
+                    raise RejectedError(f"{lost}; retried, then {what}" if lost else what) from None
+                lost = what
+                self._failover.retries += 1
+                continue
+            if lost:
+                rec["reason"] = f"retried after {lost}"
+            return t_done
 
     async def _exchange(self, dev: Device, conn: Connection, rec: dict[str, Any], frame: bytes,
                         deadline: float) -> float:
         """Send the frame, wait for the answer; returns when the answer's last byte arrived."""
         rid = rec["request_id"]
-        fut: asyncio.Future[tuple[dict[str, Any], int, float]] = asyncio.get_running_loop().create_future()
-        conn.pending[rid] = fut
+        fut = conn.expect(rid)
         others_ms = 2 * dev.estimator.one_way_ms + (conn.reported_queue + 1) * dev.cloud_times.get(rec["cut"])
         dev.outstanding[rid] = (now(), len(frame), others_ms)
         try:
@@ -361,7 +431,8 @@ class DevicePool:
         # the device cannot see); across hosts, the device's own last-write time is used.
         t_up_done = reply["t_received"] if same_clock(reply.get("boot_id")) else sent.t_done
         rec["uplink_ms"] = round((t_up_done - sent.t_start) * 1000, 3)
-        if dev.configured_uplink.trace_path is None:  # what the configured link should take (idle, mean delay)
+        if dev.configured_uplink.trace_path is None and not dev.uplink.faulted(sent.t_start, t_up_done):
+            # what the configured link should take (idle, mean delay); not where a link fault changed the link
             rec["uplink_ideal_ms"] = round(dev.configured_uplink.ideal_ms(sent.nbytes), 3)
         # Device clock for the round trip; cloud clock for the time inside the server.
         rec["downlink_ms"] = round((t_done - t_up_done) * 1000 - reply["server_ms"], 3)

@@ -240,6 +240,24 @@ class SplitPolicy(_Frozen):
     estimate_ttl_s: PosFloat = 3.0  # older uplink samples are forgotten: the configured link stands in again
 
 
+class Fault(_Frozen):
+    """One injected fault; `at_s` is seconds from the start of each phase it applies to (warm-up included), the
+    same axis as `t_arrival_s` in requests.csv. Targets: `group` or `devices` for link and device faults,
+    `replica` for replica_kill, `pool` for pool_kill (checked against the topology after loading)."""
+
+    kind: Literal["link_outage", "link_degrade", "device_leave", "replica_kill", "pool_kill"]
+    name: str = ""  # a label for the summary and the report; default: kind@at_s
+    at_s: NonNegFloat
+    duration_s: PosFloat | None = None  # link and device faults: required; replica_kill: restart after it
+    group: str | None = None
+    devices: list[Annotated[int, Field(ge=0)]] | None = None
+    replica: Annotated[int, Field(ge=0)] | None = None
+    pool: Annotated[int, Field(ge=0)] | None = None
+    rate_factor: Annotated[float, Field(gt=0, lt=1)] | None = None  # link_degrade: the rate is multiplied by it
+    direction: Literal["both", "uplink", "downlink"] = "both"  # link faults
+    strategies: list[Strategy] | None = None  # the phases it applies to; default: every phase
+
+
 class RaySpec(_Frozen):
     address: str | None = None  # None: start an embedded, loopback-only Ray
 
@@ -262,6 +280,7 @@ class Topology(_Frozen):
     references: list[Reference] = []  # published figures printed beside the measured ones
     policy: SplitPolicy = SplitPolicy()
     train: TrainSpec = TrainSpec()
+    faults: list[Fault] = []  # injected faults, per phase (see testbed/faults.py)
 
     @property
     def device_count(self) -> int:
@@ -497,6 +516,7 @@ def _cross_checks(topo: Topology) -> list[Problem]:
     problems += _trace_problems(topo)
     problems += _subnet_problems(topo)
     problems += _train_problems(topo)
+    problems += _fault_problems(topo)
     if topo.pools.compute == "replay" and topo.throttling.cpu == "cgroup":
         problems.append(Problem("throttling.cpu", "cgroup caps need real device compute; pools.compute is replay",
                                 "cgroup", True))
@@ -581,6 +601,63 @@ def _train_problems(topo: Topology) -> list[Problem]:
         if missing:
             problems.append(Problem("train.data", f"{missing}; allowed: an ImageFolder folder (one subfolder per "
                                     f"class) or a built-in data set: {', '.join(BUILTIN_DATASETS)}", t.data, True))
+    return problems
+
+
+_FAULT_TARGETS = {"link_outage": ("group", "devices"), "link_degrade": ("group", "devices"),
+                  "device_leave": ("group", "devices"), "replica_kill": ("replica",), "pool_kill": ("pool",)}
+
+
+def _fault_problems(topo: Topology) -> list[Problem]:
+    """Targets that exist, the fields each kind needs, and no fields it would ignore."""
+    from testbed.devices import pool_slices
+
+    problems = []
+    groups = [g.name or f"group{i}" for i, g in enumerate(topo.devices)]
+    n_pools = len(pool_slices(topo.device_count, topo.pools.devices_per_pool))
+    horizon = topo.warmup_s + topo.duration_s
+    names = [f.name or f"{f.kind}@{f.at_s:g}s" for f in topo.faults]
+    for i, f in enumerate(topo.faults):
+        key = f"faults[{i}]"
+        if names.count(names[i]) > 1:
+            problems.append(Problem(f"{key}.name", "each fault needs its own name (the default is kind@at_s)",
+                                    names[i], True))
+        targets = _FAULT_TARGETS[f.kind]
+        given = [t for t in ("group", "devices", "replica", "pool") if getattr(f, t) is not None]
+        if len([t for t in given if t in targets]) != 1:
+            problems.append(Problem(key, f"{f.kind} needs exactly one target; allowed: {' or '.join(targets)}",
+                                    {t: getattr(f, t) for t in given}, True))
+        for t in given:
+            if t not in targets:
+                problems.append(Problem(f"{key}.{t}", f"not a target of {f.kind}; allowed: {', '.join(targets)}",
+                                        getattr(f, t), True))
+        if f.group is not None and f.group not in groups:
+            problems.append(Problem(f"{key}.group", "unknown device group; allowed: " + ", ".join(groups),
+                                    f.group, True))
+        for j, d in enumerate(f.devices or []):
+            if d >= topo.device_count:
+                problems.append(Problem(f"{key}.devices[{j}]", f"no such device; allowed: 0..{topo.device_count - 1}",
+                                        d, True))
+        if f.replica is not None and f.replica >= topo.cloud.replicas:
+            problems.append(Problem(f"{key}.replica", f"no such replica; allowed: 0..{topo.cloud.replicas - 1}",
+                                    f.replica, True))
+        if f.pool is not None and f.pool >= n_pools:
+            problems.append(Problem(f"{key}.pool", f"no such device pool; allowed: 0..{n_pools - 1}", f.pool, True))
+        if f.kind in ("link_outage", "link_degrade", "device_leave") and f.duration_s is None:
+            problems.append(Problem(f"{key}.duration_s", f"{f.kind} needs a duration", None, False))
+        if f.kind == "pool_kill" and f.duration_s is not None:
+            problems.append(Problem(f"{key}.duration_s", "a killed pool stays down for the rest of the phase "
+                                    "(it is replaced before the next one); allowed: no duration_s", f.duration_s, True))
+        if (f.kind == "link_degrade") != (f.rate_factor is not None):
+            problems.append(Problem(f"{key}.rate_factor", "link_degrade needs rate_factor (0 < x < 1); "
+                                    "allowed on link_degrade only", f.rate_factor, f.rate_factor is not None))
+        if f.at_s >= horizon:
+            problems.append(Problem(f"{key}.at_s", f"after the phase ends; allowed: 0 <= at_s < "
+                                    f"warmup_s + duration_s = {horizon:g}", f.at_s, True))
+        for j, s in enumerate(f.strategies or []):
+            if s not in topo.strategies:
+                problems.append(Problem(f"{key}.strategies[{j}]", "not a strategy of this topology; allowed: "
+                                        + ", ".join(topo.strategies), s, True))
     return problems
 
 

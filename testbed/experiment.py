@@ -23,8 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from testbed import __version__
+from testbed.clock import BOOT_ID
 from testbed.config import Topology
 from testbed.devices import device_table, pool_slices
+from testbed.faults import fault_summary
+from testbed.faults import mechanism as faults_mechanism
 from testbed.host import host_facts
 from testbed.metrics import percentile, ratios, summarize_groups, summarize_strategies
 from testbed.progress import Progress
@@ -55,6 +58,9 @@ class RunState:
     backend: LinkBackend = field(default_factory=lambda: LinkBackend("userspace"))
     link_check: list[dict[str, Any]] = field(default_factory=list)
     cpu: CpuMechanism = field(default_factory=lambda: choose_cpu("timescale", ""))
+    fault_events: list[dict[str, Any]] = field(default_factory=list)  # what the fault driver did, and when
+    failover: dict[str, Any] = field(default_factory=dict)  # per pool: reconnects and retries (last phase's count)
+    kernel: Any = None  # tc backend: the run's NetnsTopology (link degradations set its rates)
     trace_rates: Any = None  # tc backend with traces: restarted at each phase, like the userspace shapers
 
 
@@ -68,18 +74,30 @@ class Actors:
         from actors.device_pool import DevicePool
 
         self.ray = ray
-        js = topo.model_dump_json()
-        cloud_cls: Any = ray.remote(CloudServer)
-        pool_cls: Any = ray.remote(DevicePool)
-        c, p = topo.cloud, topo.pools
-        self.clouds: list[Any] = [cloud_cls.options(num_cpus=c.num_cpus, num_gpus=c.num_gpus,
-                                                    resources=dict(c.resources), max_concurrency=10_000)
-                                  .remote(i, js, net)
-                       for i in range(c.replicas)]
-        slices = pool_slices(topo.device_count, p.devices_per_pool)
-        self.pools: list[Any] = [pool_cls.options(num_cpus=p.num_cpus, resources=dict(p.resources),
-                                                  scheduling_strategy="SPREAD", max_concurrency=10_000)
-                                 .remote(i, js, list(ids), net, cpu) for i, ids in enumerate(slices)]
+        self._args = (topo.model_dump_json(), net, cpu)
+        self._cloud_cls: Any = ray.remote(CloudServer)
+        self._pool_cls: Any = ray.remote(DevicePool)
+        self.topo = topo
+        self.slices = pool_slices(topo.device_count, topo.pools.devices_per_pool)
+        self.clouds: list[Any] = [self.new_cloud(i) for i in range(topo.cloud.replicas)]
+        self.pools: list[Any] = [self.new_pool(i) for i in range(len(self.slices))]
+        self.down_clouds: set[int] = set()  # killed by a fault (testbed.fault_driver), not yet replaced
+        self.down_pools: set[int] = set()
+
+    def new_cloud(self, i: int) -> Any:
+        c = self.topo.cloud
+        return self._cloud_cls.options(num_cpus=c.num_cpus, num_gpus=c.num_gpus, resources=dict(c.resources),
+                                       max_concurrency=10_000).remote(i, self._args[0], self._args[1])
+
+    def new_pool(self, i: int) -> Any:
+        p = self.topo.pools
+        return self._pool_cls.options(num_cpus=p.num_cpus, resources=dict(p.resources), scheduling_strategy="SPREAD",
+                                      max_concurrency=10_000).remote(i, self._args[0], list(self.slices[i]),
+                                                                     *self._args[1:])
+
+    def live(self, kind: str) -> list[Any]:
+        actors, down = (self.pools, self.down_pools) if kind == "pools" else (self.clouds, self.down_clouds)
+        return [a for i, a in enumerate(actors) if i not in down]
 
     def start(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Cloud model load and pool model load + calibration overlap; then devices connect."""
@@ -91,13 +109,13 @@ class Actors:
         return replicas, pools
 
     def drain(self, strategy: str, final: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        records = [r for batch in self.ray.get([p.drain.remote(final) for p in self.pools]) for r in batch]
+        records = [r for batch in self.ray.get([p.drain.remote(final) for p in self.live("pools")]) for r in batch]
         load = [dict(row, strategy=strategy)
-                for batch in self.ray.get([c.drain_load.remote() for c in self.clouds]) for row in batch]
+                for batch in self.ray.get([c.drain_load.remote() for c in self.live("clouds")]) for row in batch]
         return records, load
 
     def stats(self) -> list[dict[str, Any]]:
-        return self.ray.get([c.stats.remote() for c in self.clouds])
+        return self.ray.get([c.stats.remote() for c in self.live("clouds")])
 
     def close(self) -> None:
         for actor in self.pools + self.clouds:
@@ -120,6 +138,8 @@ def run_experiment(topo: Topology, topology_file: str, out_dir: Path,
         with contextlib.ExitStack() as stack:
             state.backend = choose_backend(topo.throttling.backend, topo.throttling.subnet)
             progress.note(f"links: {state.backend.describe()}")
+            if topo.faults:
+                progress.note(f"faults: {faults_mechanism(topo, state.backend.name)}")
             if topo.throttling.check_links:
                 state.link_check = _check_links(state, progress)
             net = _kernel_links(state, stack) if state.backend.name == "tc" else None
@@ -190,6 +210,7 @@ def _kernel_links(state: RunState, stack: contextlib.ExitStack) -> dict[str, Any
     specs = device_table(state.topo)
     layout = NetnsLayout(f"{os.getpid()}", state.topo.throttling.subnet, len(specs))
     topo = stack.enter_context(NetnsTopology(layout, [s.kernel_link() for s in specs], netem=state.backend.netem))
+    state.kernel = topo
     ups = {s.device_id: (d.trace_path, d.trace_offset_ms) for s in specs if (d := s.uplink()).trace_path}
     downs = {s.device_id: (d.trace_path, d.trace_offset_ms) for s in specs if (d := s.downlink()).trace_path}
     if ups or downs:
@@ -220,27 +241,36 @@ def _run_on_ray(state: RunState, folder: RunFolder, progress: Progress, net: dic
 
 def _run_phase(state: RunState, folder: RunFolder, progress: Progress, actors: Actors,
                strategy: str, index: int) -> None:
+    from testbed.fault_driver import FaultDriver
+
     ray = actors.ray
     state.phase = strategy
     progress.phase(strategy, index)
     if state.trace_rates is not None:
         state.trace_rates.restart()
-    pending = [p.run_phase.remote(strategy, index) for p in actors.pools]
+    faults = FaultDriver(state, actors, progress, strategy, index)
+    pending = [p.run_phase.remote(strategy, index, faults.t0, BOOT_ID) for p in actors.pools]
     while pending:
-        _, pending = ray.wait(pending, num_returns=len(pending), timeout=POLL_S)
+        _, pending = ray.wait(pending, num_returns=len(pending), timeout=faults.wait_s(POLL_S))
+        faults.fire_due()
         _collect(state, folder, progress, actors)
+    _add_records(state, folder, progress, faults.end_phase())
     state.phases_done.append(strategy)
     folder.write_summary(build_summary(state))
 
 
 def _collect(state: RunState, folder: RunFolder, progress: Progress, actors: Actors, final: bool = False) -> None:
     records, load = actors.drain(state.phase, final)
-    state.records.extend(records)
     state.load_rows.extend(load)
     for row in load:
         state.busy_by_strategy.setdefault(row["strategy"], []).append(row["busy_fraction"])
-    folder.requests.append(records)
     folder.server_load.append(load)
+    _add_records(state, folder, progress, records)
+
+
+def _add_records(state: RunState, folder: RunFolder, progress: Progress, records: list[dict[str, Any]]) -> None:
+    state.records.extend(records)
+    folder.requests.append(records)
     progress.update(records)
 
 
@@ -300,6 +330,7 @@ def build_summary(state: RunState) -> dict[str, Any]:
         "server_busy_by_strategy": {s: sum(v) / len(v) for s, v in state.busy_by_strategy.items() if v},
         "fidelity": _fidelity(state.records),
         "link_check": state.link_check,
+        **fault_summary(topo, state.records, state.fault_events, state.failover, state.backend.name),
     }
 
 

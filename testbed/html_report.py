@@ -27,7 +27,8 @@ REPORT_NAME = "report.html"
 STAGES = (("emu_wait", ("emu_wait_ms",)), ("head + encode", ("head_ms", "encode_ms")), ("uplink", ("uplink_ms",)),
           ("queue", ("queue_ms",)), ("cloud", ("cloud_ms",)), ("downlink", ("downlink_ms",)))
 RADIO_PARTS = tuple(f"energy_{p}_mj" for p in ENERGY_PARTS[1:])  # finer radio energy, where recorded
-MECHANISM_KEYS = ("backends", "fidelity", "faults", "cpu_caps", "calibration_host_ms", "link_check")
+MECHANISM_KEYS = ("backends", "fidelity", "faults", "fault_baseline", "fault_events", "fault_mechanism", "failover",
+                  "cpu_caps", "calibration_host_ms", "link_check")
 HOST_KEYS = ("host", "ray", "placement")
 
 

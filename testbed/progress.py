@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
@@ -13,6 +15,7 @@ from testbed.config import Topology
 from testbed.metrics import percentile
 
 PLAIN_EVERY_S = 5.0
+RECENT_S = 10.0  # "current p50": requests that finished within the last RECENT_S seconds of wall time
 
 
 class Progress:
@@ -20,11 +23,17 @@ class Progress:
         self.topo = topo
         self.console = console or Console(stderr=True)
         self._live: Live | None = None
-        self._phase = ""
+        self._phase = self._strategy = ""
         self._t_phase = time.monotonic()
         self._counts: dict[str, int] = {}
-        self._e2e: list[float] = []
+        self._e2e: deque[tuple[float, float]] = deque()  # (when drained, e2e_ms) of recent completions
         self._last_plain = 0.0
+        self._active: Callable[[], int] = lambda: topo.device_count
+        self._faults_now: Callable[[], list[str]] = list  # both replaced per phase by set_faults
+
+    def set_faults(self, active_devices: Callable[[], int], active_faults: Callable[[], list[str]]) -> None:
+        """Where faults run: how many devices generate frames now, and which faults are under way."""
+        self._active, self._faults_now = active_devices, active_faults
 
     def note(self, message: str) -> None:
         self.console.print(f"[dim]{message}[/dim]")
@@ -44,7 +53,9 @@ class Progress:
     def phase(self, strategy: str, index: int) -> None:
         self._phase = f"{strategy} ({index + 1}/{len(self.topo.strategies)})"
         self._t_phase = time.monotonic()
-        self._counts, self._e2e = {}, []
+        self._strategy, self._counts = strategy, {}
+        self._e2e.clear()
+        self._active, self._faults_now = lambda: self.topo.device_count, list
         if self.console.is_terminal and self._live is None:
             self._live = Live(self._line(), console=self.console, refresh_per_second=4, transient=True)
             self._live.start()
@@ -52,10 +63,15 @@ class Progress:
                            f"measure {self.topo.duration_s:g} s")
 
     def update(self, records: list[dict[str, Any]]) -> None:
+        t = time.monotonic()
         for r in records:
+            if r["strategy"] != self._strategy:  # a previous phase's record, held back for its radio tail
+                continue
             self._counts[r["status"]] = self._counts.get(r["status"], 0) + 1
             if r["status"] == "completed":
-                self._e2e.append(float(r["e2e_ms"]))
+                self._e2e.append((t, float(r["e2e_ms"])))
+        while self._e2e and self._e2e[0][0] < t - RECENT_S:
+            self._e2e.popleft()
         if self._live is not None:
             self._live.update(self._line())
         elif time.monotonic() - self._last_plain >= PLAIN_EVERY_S and self._phase:
@@ -65,10 +81,13 @@ class Progress:
     def _line(self) -> Text:
         total = self.topo.warmup_s + self.topo.duration_s
         elapsed = min(time.monotonic() - self._t_phase, total)
-        p50 = percentile(self._e2e[-500:], 50)
-        return Text(f"  {self._phase}: {elapsed:5.1f}/{total:g} s  devices {self.topo.device_count}  "
-                    f"done {self._counts.get('completed', 0)}  failed {self._counts.get('failed', 0)}  "
-                    f"timed out {self._counts.get('timed_out', 0)}  p50 {p50:.1f} ms")
+        p50 = percentile([e for _, e in self._e2e], 50)
+        errors = self._counts.get("failed", 0) + self._counts.get("timed_out", 0)
+        faults = self._faults_now()
+        return Text(f"  {self._phase}: {elapsed:5.1f}/{total:g} s  devices active {self._active()}/"
+                    f"{self.topo.device_count}  done {self._counts.get('completed', 0)}  errors {errors} "
+                    f"({self._counts.get('failed', 0)} failed, {self._counts.get('timed_out', 0)} timed out)  "
+                    f"p50 {p50:.1f} ms (last {RECENT_S:g} s)" + (f"  faults: {', '.join(faults)}" if faults else ""))
 
     def stop(self) -> None:
         if self._live is not None:

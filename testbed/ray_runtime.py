@@ -7,6 +7,9 @@ before Ray starts, is its local-only switch and binds every listener to
 embedded Ray is at least what the topology's actors ask for, so a 2-core
 machine can host a pool and a replica side by side.
 
+An embedded Ray gets a guard process (testbed/ray_guard.py) that ends Ray's processes if the driver
+is killed with SIGKILL; a normal exit, Ctrl-C or SIGTERM shut Ray down here as before.
+
 With an address (`auto` or HOST:PORT), the run joins that cluster and Ray's
 own scheduling places the actors; nothing distributed is hand-made here.
 """
@@ -15,6 +18,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,12 +40,15 @@ def ray_session(address: str | None, num_cpus: float, num_gpus: float,
     if address is None:
         kwargs.update(num_cpus=max(int(-(-num_cpus // 1)), os.cpu_count() or 1),
                       num_gpus=int(-(-num_gpus // 1)) or None)
-        kwargs.update(_node_ip_address="127.0.0.1", resources=dict(resources or {}))
+        # "local": always a new instance; with no address, ray.init would join a `ray start` cluster that
+        # happens to run on this host (seen on a shared machine: the run then reported that cluster's node IP)
+        kwargs.update(address="local", _node_ip_address="127.0.0.1", resources=dict(resources or {}))
     else:
         kwargs["address"] = address
     started_here = not ray.is_initialized()
     previous = signal.getsignal(signal.SIGTERM)
     ctx = ray.init(**kwargs) if started_here else None
+    guard = _start_guard() if started_here and address is None else None
     if threading.current_thread() is threading.main_thread() and previous is not None:
         # ray.init installs its own SIGTERM handler (exit 1, nothing flushed); keep the caller's,
         # which turns SIGTERM into KeyboardInterrupt so the run ends as an interrupted one.
@@ -56,3 +64,13 @@ def ray_session(address: str | None, num_cpus: float, num_gpus: float,
     finally:
         if started_here:
             ray.shutdown()
+        if guard is not None:
+            guard.terminate()
+            guard.wait()
+
+
+def _start_guard() -> subprocess.Popen[bytes]:
+    from pathlib import Path
+
+    return subprocess.Popen([sys.executable, str(Path(__file__).with_name("ray_guard.py")), str(os.getpid())],
+                            stdin=subprocess.DEVNULL, start_new_session=True)

@@ -8,7 +8,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from testbed.metrics import ENERGY_PARTS
+from testbed.metrics import ENERGY_PARTS, STATUSES
 
 SUMMARY_COLUMNS = ("strategy", "done", "failed", "timed out", "p50 ms", "p95 ms", "p99 ms", "mean ms", "req/s",
                    "energy mJ", "KB up")
@@ -33,6 +33,8 @@ def print_summary(summary: dict[str, Any], out_dir: str, console: Console | None
     console.print(t)
     _print_breakdown(summary, console)
     _print_energy(summary, console)
+    if summary.get("faults"):
+        _print_faults(summary, console)
     if summary["topology"].get("references") or len(summary.get("groups", {})) > 1:
         from testbed.reproduction import print_reproduction
 
@@ -114,3 +116,23 @@ def _print_breakdown(summary: dict[str, Any], console: Console) -> None:
     for row in breakdown_rows(summary):
         t.add_row(*row)
     console.print(t)
+
+
+def _print_faults(summary: dict[str, Any], console: Console) -> None:
+    """Per fault window and strategy: completed / failed / timed out; the last row is the no-fault baseline."""
+    strategies = list(summary["strategies"]) or list(summary["topology"]["strategies"])
+    t = Table(title="faults (requests arriving in each window, warm-up included: completed / failed / timed out)")
+    for col in ("fault", "kind", "target", "window s", *strategies):
+        t.add_column(col, justify="left" if col in ("fault", "kind", "target") else "right")
+
+    def cell(counts: dict[str, int] | None) -> str:
+        return "-" if counts is None else " / ".join(str(counts.get(k, 0)) for k in STATUSES)
+
+    for w in summary["faults"]:
+        t.add_row(w["name"], w["kind"], w["target"], f"{w['start_s']:g}-{w['end_s']:g}",
+                  *(cell(w["counts"].get(s)) for s in strategies))
+    t.add_row("no fault", "", "", "rest", *(cell(summary.get("fault_baseline", {}).get(s)) for s in strategies))
+    console.print(t)
+    for strategy, pools in summary.get("failover", {}).items():
+        moves = ", ".join(f"{p}: {v['reconnects']} reconnects, {v['retries']} retries" for p, v in pools.items())
+        console.print(f"fail-over after {strategy} (per pool, cumulative): {moves}")

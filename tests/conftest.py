@@ -39,3 +39,23 @@ devices:
 @pytest.fixture
 def minimal_yaml() -> str:
     return MINIMAL
+
+
+FAULTS = """
+name: t
+duration_s: 10
+strategies: [butterfly, cloud_only]
+devices:
+  - {name: lte, count: 3, device_class: phone, network: lte, arrival: {rate_hz: 1}}
+  - {name: wifi, count: 2, device_class: phone, network: wifi, arrival: {rate_hz: 1}}
+cloud: {replicas: 2}
+pools: {devices_per_pool: 3}
+faults:
+  - {kind: link_outage, group: lte, at_s: 1, duration_s: 2}
+"""
+
+
+@pytest.fixture
+def faults_yaml() -> str:
+    """Two groups in two pools, two replicas, one fault (tests replace or add to it)."""
+    return FAULTS

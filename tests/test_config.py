@@ -183,3 +183,44 @@ def test_keys_a_dotted_path_cannot_spell_are_quoted(write_topology, minimal_yaml
 def test_paths_the_os_refuses_are_problems_not_tracebacks(write_topology, minimal_yaml, override, key, says):
     path = write_topology(minimal_yaml)
     assert f"{path}: {key}: {says}" in problems(path, [override])
+
+
+
+
+def test_a_faults_section_loads(write_topology, faults_yaml):
+    topo = load_topology(write_topology(faults_yaml), ["faults[0].direction=uplink"])
+    assert topo.faults[0].kind == "link_outage" and topo.faults[0].strategies is None
+
+
+@pytest.mark.parametrize("override, key, says", [
+    ("faults[0].kind=meteor", "faults[0].kind", "'link_outage', 'link_degrade', 'device_leave', 'replica_kill'"),
+    ("faults[0].group=5g", "faults[0].group", "unknown device group; allowed: lte, wifi"),
+    ("faults[0].at_s=-1", "faults[0].at_s", "greater than or equal to 0"),
+    ("faults[0].at_s=10", "faults[0].at_s", "allowed: 0 <= at_s < warmup_s + duration_s = 10"),
+    ("faults[0].when=3", "faults[0].when", "unknown key; allowed keys here: kind, name, at_s, duration_s"),
+    ("faults[0]={kind: replica_kill, replica: 2, at_s: 1}", "faults[0].replica", "no such replica; allowed: 0..1"),
+    ("faults[0]={kind: pool_kill, pool: 2, at_s: 1}", "faults[0].pool", "no such device pool; allowed: 0..1"),
+    ("faults[0]={kind: pool_kill, pool: 0, at_s: 1, duration_s: 2}", "faults[0].duration_s", "no duration_s"),
+    ("faults[0]={kind: pool_kill, group: lte, at_s: 1}", "faults[0]", "needs exactly one target; allowed: pool"),
+    ("faults[0]={kind: device_leave, devices: [0, 5], at_s: 1, duration_s: 1}", "faults[0].devices[1]",
+     "no such device; allowed: 0..4"),
+    ("faults[0]={kind: link_outage, group: lte, at_s: 1}", "faults[0].duration_s", "link_outage needs a duration"),
+    ("faults[0]={kind: link_degrade, group: lte, at_s: 1, duration_s: 1}", "faults[0].rate_factor",
+     "link_degrade needs rate_factor"),
+    ("faults[0].rate_factor=0.5", "faults[0].rate_factor", "allowed on link_degrade only"),
+    ("faults[0].rate_factor=1.5", "faults[0].rate_factor", "less than 1"),
+    ("faults[0].strategies=[split]", "faults[0].strategies[0]", "not a strategy of this topology; allowed: butterfly"),
+])
+def test_each_fault_rule_names_path_value_and_allowed(write_topology, faults_yaml, override, key, says):
+    path = write_topology(faults_yaml)
+    msg = problems(path, [override])
+    assert f"{path}: {key}: " in msg, msg
+    assert says in msg, msg
+
+
+def test_a_bad_fault_exits_2_naming_file_and_key(write_topology, faults_yaml):
+    path = write_topology(faults_yaml.replace("group: lte", "group: nope"))
+    proc = subprocess.run([sys.executable, str(ROOT / "run.py"), str(path), "--validate"], capture_output=True,
+                          text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 2
+    assert f"{path}: faults[0].group: unknown device group; allowed: lte, wifi (got 'nope')" in proc.stderr

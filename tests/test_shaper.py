@@ -105,3 +105,65 @@ def test_real_bytes_arrive_when_the_link_says(nbytes, rate_mbps, delay_ms):
         # timing within 5% or 3 ms, whichever is larger (loop wake-up granularity on a busy host)
         assert measured == pytest.approx(ideal, abs=max(3.0, 0.05 * ideal))
         assert measured >= ideal - 0.5  # never early beyond coalescing slack
+
+
+# ---------------------------------------------------------------- fault windows (link_outage, link_degrade)
+def test_outage_holds_every_byte_until_the_window_ends():
+    shaper = LinkShaper(LinkDirection(rate_mbps=8.0, delay_ms=20.0))  # 1 MB/s
+    shaper.set_faults([(10.0, 12.0, 0.0)])
+    inside = shaper.plan(10_000, t_start=10.5)  # sent during the outage: crosses after it
+    assert inside.arrivals[0] > 12.0
+    assert inside.t_last == pytest.approx(12.0 + 0.010 + 0.020)
+    straddling = LinkShaper(LinkDirection(rate_mbps=8.0, delay_ms=20.0))
+    straddling.set_faults([(10.0, 12.0, 0.0)])
+    plan = straddling.plan(10_000, t_start=9.995)  # 5 ms on the link before it goes down, 5 ms after
+    assert plan.t_last == pytest.approx(12.0 + 0.005 + 0.020)
+    assert min(a for a in plan.arrivals if a > 10.02) > 12.0  # nothing crosses during the outage
+
+
+def test_degradation_scales_the_transfer_time_and_ends_with_its_window():
+    shaper = LinkShaper(LinkDirection(rate_mbps=8.0, delay_ms=20.0))
+    shaper.set_faults([(10.0, 20.0, 0.25)])
+    slow = shaper.plan(100_000, t_start=11.0)
+    assert (slow.t_last - 11.0) == pytest.approx(0.100 / 0.25 + 0.020)
+    after = shaper.plan(100_000, t_start=21.0)
+    assert (after.t_last - 21.0) == pytest.approx(0.100 + 0.020)
+    shaper.set_faults([])  # cleared: the link is back to its rate
+    assert shaper.plan(100_000, t_start=31.0).t_last == pytest.approx(31.0 + 0.120)
+    # overlapping windows multiply: half of a quarter
+    both = LinkShaper(LinkDirection(rate_mbps=8.0, delay_ms=0.0))
+    both.set_faults([(0.0, 5.0, 0.5), (0.0, 5.0, 0.25)])
+    assert both.plan(10_000, t_start=1.0).t_last == pytest.approx(1.0 + 0.010 / 0.125)
+
+
+def test_an_outage_over_the_kernel_serializer_still_holds_the_bytes():
+    shaper = LinkShaper(LinkDirection(rate_mbps=8.0, delay_ms=5.0, kernel_rate=True))
+    shaper.set_faults([(10.0, 11.0, 0.0)])
+    assert shaper.plan(50_000, t_start=10.2).t_last == pytest.approx(11.0 + 0.005)
+    assert shaper.plan(50_000, t_start=12.0).t_last == pytest.approx(12.0 + 0.005)
+
+
+def test_real_bytes_wait_out_an_outage_on_a_socket():
+    async def run() -> tuple[float, float]:
+        got: asyncio.Queue[float] = asyncio.Queue()
+
+        async def receiver(reader, writer):
+            await reader.readexactly(6_000)
+            got.put_nowait(now())
+            writer.close()
+
+        server = await asyncio.start_server(receiver, "127.0.0.1", 0)
+        _, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
+        shaper = LinkShaper(LinkDirection(rate_mbps=5.85, delay_ms=35.0))
+        t0 = now()
+        shaper.set_faults([(t0, t0 + 0.3, 0.0)])
+        await shaper.send(writer, b"x" * 6_000)
+        t_recv = await got.get()
+        writer.close()
+        server.close()
+        await server.wait_closed()
+        return t0, t_recv
+
+    t0, t_recv = asyncio.run(run())
+    ideal_ms = 300 + LinkDirection(rate_mbps=5.85, delay_ms=35.0).ideal_ms(6_000)
+    assert (t_recv - t0) * 1000 == pytest.approx(ideal_ms, abs=max(3.0, 0.05 * ideal_ms))

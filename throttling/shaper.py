@@ -84,6 +84,55 @@ class ImmediateSerializer:
         return t_ready
 
 
+class FaultWindows:
+    """Link faults on top of any serializer: in a window the link runs at `factor` of its capacity (0: an outage).
+
+    Windows are (start, end, factor) in monotonic seconds. The wrapped serializer runs on *link time*, which
+    stands still in an outage and runs at `factor` in a degradation, so a packet that would cross the link during
+    an outage crosses after it, and one that crosses a degraded stretch takes 1/factor as long; a message
+    straddling a window's edge is split exactly. Overlapping windows multiply. A traced link's trace is paused
+    along with its link time. Over the kernel's serializer (tc), an outage holds the bytes in userspace and a
+    degradation has no effect here (the driver sets the kernel tbf rate for it: testbed.fault_driver).
+    """
+
+    def __init__(self, inner: Serializer, windows: list[tuple[float, float, float]]):
+        self.inner = inner
+        edges = sorted({t for a, b, _ in windows for t in (a, b)})
+        self.segments: list[tuple[float, float, float, float]] = []  # (start, end, factor, link time at start)
+        shift = 0.0  # real time lost so far
+        for a, b in zip(edges, edges[1:], strict=False):
+            factor = 1.0
+            for start, end, f in windows:
+                if start <= a and b <= end:
+                    factor *= f
+            if factor < 1.0:
+                self.segments.append((a, b, factor, a - shift))
+                shift += (b - a) * (1.0 - factor)
+
+    def to_link(self, t: float) -> float:
+        shift = 0.0
+        for a, b, f, _ in self.segments:
+            if t <= a:
+                break
+            shift += (min(t, b) - a) * (1.0 - f)
+        return t - shift
+
+    def to_real(self, link_t: float) -> float:
+        """The first real time at which the link has reached `link_t` (the end of an outage that holds it)."""
+        shift = 0.0
+        for a, b, f, la in self.segments:
+            if link_t < la:
+                break
+            span = (b - a) * f
+            if link_t < la + span or (f == 0.0 and link_t == la):
+                return b if f == 0.0 else a + (link_t - la) / f
+            shift += (b - a) * (1.0 - f)
+        return link_t + shift
+
+    def depart(self, size: int, t_ready: float) -> float:
+        return self.to_real(self.inner.depart(size, self.to_link(t_ready)))
+
+
 def serializer_for(spec: LinkDirection, t0: float) -> Serializer:
     """How packets are clocked onto the link: the kernel, a recorded trace, or a fixed rate."""
     if spec.kernel_rate:
@@ -99,14 +148,23 @@ class LinkShaper:
             raise ValueError("rate_mbps must be > 0")
         self.spec = spec
         self._rng = random.Random(seed)
-        self._serializer = serializer_for(spec, now())
+        self._base = self._serializer = serializer_for(spec, now())
         self._last_arrival = 0.0
         self._write_lock = asyncio.Lock()
+
+    def set_faults(self, windows: list[tuple[float, float, float]]) -> None:
+        """Link faults from now on: (start, end, capacity factor) in monotonic seconds; [] clears them."""
+        self._serializer = FaultWindows(self._base, windows) if windows else self._base
+
+    def faulted(self, t_a: float, t_b: float) -> bool:
+        """Whether a fault window touches [t_a, t_b] (the configured link's ideal time does not apply then)."""
+        segments = getattr(self._serializer, "segments", [])
+        return any(a <= t_b and t_a <= b for a, b, _, _ in segments)
 
     def restart(self) -> None:
         """Start the link over now (a new phase): a trace replays from its offset again, so every phase of a
         run meets the same capacity over time."""
-        self._serializer = serializer_for(self.spec, now())
+        self._base = self._serializer = serializer_for(self.spec, now())  # faults: set again after it
         self._last_arrival = 0.0
 
     def plan(self, nbytes: int, t_start: float) -> Plan:
