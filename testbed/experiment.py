@@ -63,12 +63,13 @@ class Actors:
     def __init__(self, topo: Topology, net: dict[str, Any] | None, cpu: dict[str, str]):
         import ray
 
+        from actors.cloud_replay import ReplayCloudServer
         from actors.cloud_server import CloudServer
         from actors.device_pool import DevicePool
 
         self.ray = ray
         js = topo.model_dump_json()
-        cloud_cls: Any = ray.remote(CloudServer)
+        cloud_cls: Any = ray.remote(ReplayCloudServer if topo.cloud.compute == "replay" else CloudServer)
         pool_cls: Any = ray.remote(DevicePool)
         c, p = topo.cloud, topo.pools
         self.clouds: list[Any] = [cloud_cls.options(num_cpus=c.num_cpus, num_gpus=c.num_gpus,
