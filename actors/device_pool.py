@@ -30,6 +30,7 @@ from testbed.config import Topology
 from testbed.devices import DeviceSpec, arrivals, device_table
 from testbed.energy import RadioAccount, compute_energy_mj, radio_transfer_mj, tail_energy_mj
 from testbed.host import ray_node_id
+from testbed.live import LiveCounts
 from testbed.metrics import new_record
 from testbed.wire import ProtocolError, encode_frame, read_frame
 from throttling.cpu import TimeScaledCpu
@@ -101,6 +102,7 @@ class DevicePool:
         self.specs = [table[i] for i in device_ids]
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"pool{pool_id}")
         self._records: list[dict[str, Any]] = []
+        self._live = LiveCounts()  # every request as it ends, before its record is released (progress)
         self._devices: list[Device] = []
         self._ids = itertools.count()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -253,6 +255,7 @@ class DevicePool:
             rec["status"], rec["reason"] = "failed", f"{type(e).__name__}: {e}"
         rec["e2e_ms"] = round((now() - t_arrival) * 1000, 3)
         self._finish_energy(dev, rec)
+        self._live.add(rec)
         if dev.tail_owner is rec:  # its tail is still running: released when the tail is known
             return
         self._records.append(rec)
@@ -391,6 +394,10 @@ class DevicePool:
                 self._settle_tail(dev, dev.radio.full_tail_mj())
         out, self._records = self._records, []
         return out
+
+    def live(self) -> dict[str, Any]:
+        """Requests ended since the last call, including records still held for their radio tail."""
+        return self._live.take()
 
     async def stop(self) -> None:
         for dev in self._devices:

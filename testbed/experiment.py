@@ -55,6 +55,7 @@ class RunState:
     backend: LinkBackend = field(default_factory=lambda: LinkBackend("userspace"))
     link_check: list[dict[str, Any]] = field(default_factory=list)
     cpu: CpuMechanism = field(default_factory=lambda: choose_cpu("timescale", ""))
+    timeline: dict[str, float] = field(default_factory=dict)  # s since the command started (testbed.live)
 
 
 class Actors:
@@ -99,6 +100,9 @@ class Actors:
     def stats(self) -> list[dict[str, Any]]:
         return self.ray.get([c.stats.remote() for c in self.clouds])
 
+    def live(self) -> list[dict[str, Any]]:
+        return self.ray.get([p.live.remote() for p in self.pools])
+
     def close(self) -> None:
         for actor in self.pools + self.clouds:
             try:
@@ -129,6 +133,7 @@ def run_experiment(topo: Topology, topology_file: str, out_dir: Path,
                 stack.callback(_sweep_cgroups, state.cpu.run_id)  # whatever a killed pool left
             state.ray_info = stack.enter_context(ray_session(topo.ray.address, _cpus_needed(topo),
                                                              _gpus_needed(topo), _resources_needed(topo)))
+            state.timeline["ray_ready_s"] = _since_start()
             _run_on_ray(state, folder, progress, net)
         state.status = "complete"
     except KeyboardInterrupt:
@@ -203,6 +208,7 @@ def _run_on_ray(state: RunState, folder: RunFolder, progress: Progress, net: dic
     try:
         progress.note("starting actors: model load and calibration")
         state.replicas, state.pools = actors.start()
+        state.timeline["actors_ready_s"] = _since_start()
         progress.started(state.replicas, state.pools)
         folder.write_summary(build_summary(state))
         for i, strategy in enumerate(state.topo.strategies):
@@ -238,7 +244,15 @@ def _collect(state: RunState, folder: RunFolder, progress: Progress, actors: Act
         state.busy_by_strategy.setdefault(row["strategy"], []).append(row["busy_fraction"])
     folder.requests.append(records)
     folder.server_load.append(load)
-    progress.update(records)
+    progress.update(records, actors.live())
+    if progress.first_answer_s is not None:
+        state.timeline.setdefault("first_answer_s", progress.first_answer_s)
+
+
+def _since_start() -> float:
+    from testbed.live import since_command_start
+
+    return round(since_command_start(time.time()), 2)
 
 
 def _cpus_needed(topo: Topology) -> float:
@@ -272,6 +286,7 @@ def build_summary(state: RunState) -> dict[str, Any]:
         "error": state.error,
         "started_at": state.started_at,
         "wall_s": round(time.monotonic() - state.t0, 2),
+        "timeline_s": state.timeline,
         "topology_file": state.topology_file,
         "topology": topo.model_dump(mode="json"),
         "host": host_facts(),

@@ -25,6 +25,7 @@ class Progress:
         self._counts: dict[str, int] = {}
         self._e2e: list[float] = []
         self._last_plain = 0.0
+        self.first_answer_s: float | None = None  # since the command started
 
     def note(self, message: str) -> None:
         self.console.print(f"[dim]{message}[/dim]")
@@ -51,11 +52,25 @@ class Progress:
         self.console.print(f"phase {self._phase}: warm-up {self.topo.warmup_s:g} s, "
                            f"measure {self.topo.duration_s:g} s")
 
-    def update(self, records: list[dict[str, Any]]) -> None:
-        for r in records:
-            self._counts[r["status"]] = self._counts.get(r["status"], 0) + 1
-            if r["status"] == "completed":
-                self._e2e.append(float(r["e2e_ms"]))
+    def update(self, records: list[dict[str, Any]], live: list[dict[str, Any]] | None = None) -> None:
+        """Counts from the pools' live counts where given (requests as they end), else from released records."""
+        if live is None:
+            for r in records:
+                self._counts[r["status"]] = self._counts.get(r["status"], 0) + 1
+                if r["status"] == "completed":
+                    self._e2e.append(float(r["e2e_ms"]))
+        else:
+            for pool in live:
+                for status, n in pool["counts"].items():
+                    self._counts[status] = self._counts.get(status, 0) + n
+                self._e2e.extend(pool["e2e_ms"])
+            self._e2e = self._e2e[-500:]
+            firsts = [p["first_done_wall"] for p in live if p["first_done_wall"] is not None]
+            if firsts and self.first_answer_s is None:
+                from testbed.live import since_command_start
+
+                self.first_answer_s = round(since_command_start(min(firsts)), 2)
+                self.console.print(f"first answer {self.first_answer_s:.1f} s after the command started")
         if self._live is not None:
             self._live.update(self._line())
         elif time.monotonic() - self._last_plain >= PLAIN_EVERY_S and self._phase:
