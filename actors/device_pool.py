@@ -29,7 +29,7 @@ from testbed.clock import now, same_clock, sleep_until
 from testbed.config import Topology
 from testbed.devices import DeviceSpec, arrivals, device_table
 from testbed.energy import RadioAccount, compute_energy_mj, radio_transfer_mj, tail_energy_mj
-from testbed.host import ray_node_id
+from testbed.host import freeze_heap, ray_node_id
 from testbed.live import LiveCounts
 from testbed.metrics import new_record
 from testbed.wire import ProtocolError, encode_frame, read_frame
@@ -157,6 +157,7 @@ class DevicePool:
             if any(s != "device_only" for s in self.topo.strategies):
                 dev.conns = [await self._connect(spec, replicas[i]) for i in chooser.connects_to()]
             self._devices.append(dev)
+        freeze_heap()
         return {"pool": self.pool_id, "pid": os.getpid(), "node_id": ray_node_id(), "devices": len(self.specs),
                 "calibration_host_ms": self.calibration, "cpu_caps": self.cap_calibration,
                 "device_speeds": {s.device_class: round(self._speed(s), 4) for s in self.specs}}
