@@ -39,6 +39,9 @@ def ray_session(address: str | None, num_cpus: float, num_gpus: float,
         kwargs.update(num_cpus=max(int(-(-num_cpus // 1)), os.cpu_count() or 1),
                       num_gpus=int(-(-num_gpus // 1)) or None)
         kwargs.update(_node_ip_address="127.0.0.1", resources=dict(resources or {}))
+        # "local": always a new embedded Ray. Without an address, ray.init joins a cluster that `ray start`
+        # left on this host (/tmp/ray/ray_current_cluster), and then refuses num_cpus.
+        kwargs["address"] = "local"
     else:
         kwargs["address"] = address
     started_here = not ray.is_initialized()
