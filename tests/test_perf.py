@@ -1,4 +1,4 @@
-"""Issue 8 behaviour (not timings): the replayed cloud, the timed writer, live progress, the density benchmark."""
+"""Issue 8 behaviour (not timings): the replayed cloud, live progress, worker priority, the density benchmark."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from actors.device_pool import DevicePool
 from testbed.config import ConfigError, load_topology
 from testbed.live import LiveCounts, since_command_start
 from testbed.progress import Progress
-from throttling.timed_write import TimedWriter
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.timeout(300)
@@ -89,63 +88,6 @@ def test_replayed_cloud_answers_real_frames_and_says_it_is_replayed(write_topolo
         assert all(r["bytes_up"] > 0 and r["top1"] == -1 for r in recs)  # real frames up, no class computed
         for r in recs:  # the batch held the executor for the replayed time
             assert r["cloud_ms"] >= 0.9 * replays[strategy].batch_ms(r["batch_size"])
-
-
-# ------------------------------------------------------------------ timed writer
-async def _pair():
-    got: asyncio.Queue[bytes] = asyncio.Queue()
-
-    async def serve(reader, writer):
-        while data := await reader.read(65536):
-            got.put_nowait(data)
-
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    reader, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
-    return server, writer, got
-
-
-async def _collect(got: asyncio.Queue[bytes], n: int) -> bytes:
-    out = b""
-    while len(out) < n:
-        out += await asyncio.wait_for(got.get(), 5)
-    return out
-
-
-def test_timed_writer_keeps_message_order_and_never_writes_a_last_range_early():
-    async def go():
-        server, writer, got = await _pair()
-        loop = asyncio.get_running_loop()
-        tw = TimedWriter(coalesce_s=0.0005)
-        t0 = loop.time()
-        a = tw.write(writer, b"aaaabbbb", [4, 8], [t0 + 0.02, t0 + 0.04])
-        b = tw.write(writer, b"cc", [2], [t0 + 0.04])  # due with a's last range: written after it
-        done_a, done_b = await a, await b
-        data = await _collect(got, 10)
-        writer.close()
-        server.close()
-        return t0, done_a, done_b, data
-
-    t0, done_a, done_b, data = asyncio.run(go())
-    assert data == b"aaaabbbbcc"
-    assert done_a >= t0 + 0.04 and done_b >= done_a
-
-
-def test_timed_writer_writes_due_ranges_at_once_and_fails_on_a_closed_stream():
-    async def go():
-        server, writer, got = await _pair()
-        tw = TimedWriter(coalesce_s=0.0005)
-        fut = tw.write(writer, b"now", [3], [0.0])  # due in the past: written before write() returns
-        assert fut.done()
-        assert await _collect(got, 3) == b"now"
-        empty = tw.write(writer, b"", [], [])
-        assert empty.done()
-        late = tw.write(writer, b"late", [4], [asyncio.get_running_loop().time() + 0.05])
-        writer.close()
-        with pytest.raises(ConnectionResetError):
-            await late
-        server.close()
-
-    asyncio.run(go())
 
 
 # ------------------------------------------------------------------ live progress

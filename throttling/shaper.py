@@ -17,11 +17,11 @@ shapes each connection's downlink.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import random
 from dataclasses import dataclass
 
-from testbed.clock import now
-from throttling.timed_write import TimedWriter
+from testbed.clock import now, sleep_until
 from throttling.trace import MahimahiTrace, RateSerializer, Serializer, TraceSerializer
 
 MTU_BYTES = 1500
@@ -101,7 +101,7 @@ class LinkShaper:
         self._rng = random.Random(seed)
         self._serializer = serializer_for(spec, now())
         self._last_arrival = 0.0
-        self._out = TimedWriter(COALESCE_S)  # the link's planned writes, in order, one timer
+        self._write_lock = asyncio.Lock()
 
     def plan(self, nbytes: int, t_start: float) -> Plan:
         """Schedule one message on the link (advances the link's state)."""
@@ -134,6 +134,22 @@ class LinkShaper:
         """Write `data` to `writer` as the emulated link would deliver it."""
         t_start = now()
         plan = self.plan(len(data), t_start)
-        t_done = await self._out.write(writer, data, plan.ends, plan.arrivals)  # messages keep their order
-        await writer.drain()
-        return SendResult(t_start, plan.t_last, t_done, len(data), plan.lost_packets)
+        async with self._write_lock:  # messages keep their order on the stream
+            await self._write(writer, data, plan)
+            await writer.drain()
+        return SendResult(t_start, plan.t_last, now(), len(data), plan.lost_packets)
+
+    @staticmethod
+    async def _write(writer: asyncio.StreamWriter, data: bytes, plan: Plan) -> None:
+        i, n, sent = 0, len(plan.arrivals), 0
+        while i < n:
+            await sleep_until(plan.arrivals[i])
+            horizon = now() + COALESCE_S
+            j = bisect.bisect_right(plan.arrivals, horizon, lo=i) - 1
+            if j == n - 1 and plan.arrivals[j] > now():
+                j -= 1  # the last packet waits for its exact time
+            if j < i:
+                continue
+            writer.write(data[sent : plan.ends[j]])
+            sent = plan.ends[j]
+            i = j + 1
