@@ -27,7 +27,7 @@ from testbed import codec, split_policy
 from testbed.batching import DynamicBatcher
 from testbed.clock import BOOT_ID, now, same_clock
 from testbed.config import Topology
-from testbed.host import ProcessUsage, cpu_model, ray_node_id, ray_node_ip
+from testbed.host import ProcessUsage, cpu_model, freeze_heap, ray_node_id, ray_node_ip
 from testbed.wire import ProtocolError, encode_frame, read_frame
 from throttling.netns import socket_in_netns
 from throttling.shaper import LinkDirection, LinkShaper
@@ -127,6 +127,7 @@ class CloudServer:
             self._server = await asyncio.start_server(self._serve, sock=sock, limit=2**20)
         port = self._server.sockets[0].getsockname()[1]
         self._spawn(self._sample_load())
+        freeze_heap()
         return {"replica": self.replica, "host": host, "port": port, "pid": os.getpid(), "node_id": ray_node_id(),
                 **info}
 

@@ -30,7 +30,8 @@ from testbed.clock import BOOT_ID, now, same_clock, sleep_until
 from testbed.config import Topology
 from testbed.devices import DeviceSpec, arrivals, device_table
 from testbed.energy import RadioAccount, compute_energy_mj, radio_transfer_mj, tail_energy_mj
-from testbed.host import ray_node_id
+from testbed.host import freeze_heap, ray_node_id
+from testbed.live import LiveCounts
 from testbed.metrics import new_record
 from testbed.split_policy import CloudTimes, CutProfile, LinkEstimator, LinkView, Objective
 from testbed.wire import ProtocolError, encode_frame, read_frame
@@ -123,6 +124,7 @@ class DevicePool:
         self.specs = [table[i] for i in device_ids]
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"pool{pool_id}")
         self._records: list[dict[str, Any]] = []
+        self._live = LiveCounts()  # every request as it ends, before its record is released (progress)
         self._devices: list[Device] = []
         self._ids = itertools.count()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -189,6 +191,7 @@ class DevicePool:
             if any(split_policy.uses_network(c) for c in self._cuts):
                 dev.conns = [await self._connect(spec, replicas[i]) for i in chooser.connects_to()]
             self._devices.append(dev)
+        freeze_heap()
         return {"pool": self.pool_id, "pid": os.getpid(), "node_id": ray_node_id(), "devices": len(self.specs),
                 "calibration_host_ms": self.calibration, "cpu_caps": self.cap_calibration,
                 "device_speeds": {s.device_class: round(self._speed(s), 4) for s in self.specs}}
@@ -334,6 +337,7 @@ class DevicePool:
             rec["status"], rec["reason"] = "failed", f"{type(e).__name__}: {e}"
         rec["e2e_ms"] = round((now() - t_arrival) * 1000, 3)
         self._finish_energy(dev, rec)
+        self._live.add(rec)
         if dev.tail_owner is rec:  # its tail is still running: released when the tail is known
             return
         self._records.append(rec)
@@ -517,6 +521,10 @@ class DevicePool:
                 self._settle_tail(dev, dev.radio.full_tail_mj())
         out, self._records = self._records, []
         return out
+
+    def live_counts(self) -> dict[str, Any]:
+        """Requests ended since the last call, including records still held for their radio tail."""
+        return self._live.take()
 
     async def stop(self) -> None:
         for dev in self._devices:

@@ -142,6 +142,9 @@ def _run(topo: Topology, topology_file: str, out: Path, err: Console, quiet: boo
     if not console.is_terminal:
         console = Console(width=140)  # files and CI logs: wide enough for the tables
     print_summary(summary, str(out), console)
+    from testbed.live import since_command_start
+
+    console.print(f"finished {since_command_start(time.time()):.1f} s after the command started")
     return 0
 
 

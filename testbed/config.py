@@ -193,6 +193,10 @@ class Cloud(_Frozen):
     num_gpus: NonNegFloat = 0.0
     resources: dict[str, NonNegFloat] = {}  # Ray custom resources per replica, e.g. {cloud: 1}
     load_balancing: Literal["static", "round_robin", "least_outstanding", "power_of_two"] = "static"
+    # replay: the tail is timed on this host at start and each batch answers after that time / replay_speed,
+    # without running the model (density runs; actors/cloud_replay.py). Labelled as replayed in the output.
+    compute: Literal["real", "replay"] = "real"
+    replay_speed: PosFloat = 1.0
 
 
 class Pools(_Frozen):
@@ -523,6 +527,9 @@ def _cross_checks(topo: Topology) -> list[Problem]:
     if topo.throttling.backend == "tc" and topo.ray.address is not None:
         problems.append(Problem("throttling.backend", "tc shapes links in network namespaces on one host; "
                                 "on a cluster use userspace or auto", "tc", True))
+    if topo.cloud.compute == "real" and topo.cloud.replay_speed != 1.0:
+        problems.append(Problem("cloud.replay_speed", "applies to cloud.compute: replay only",
+                                topo.cloud.replay_speed, True))
     if topo.cloud.device == "cuda" and topo.cloud.num_gpus <= 0:
         problems.append(Problem("cloud.num_gpus", "must be > 0 when cloud.device is cuda",
                                 topo.cloud.num_gpus, True))

@@ -62,6 +62,7 @@ class RunState:
     failover: dict[str, Any] = field(default_factory=dict)  # per pool: reconnects and retries (last phase's count)
     kernel: Any = None  # tc backend: the run's NetnsTopology (link degradations set its rates)
     trace_rates: Any = None  # tc backend with traces: restarted at each phase, like the userspace shapers
+    timeline: dict[str, float] = field(default_factory=dict)  # s since the command started (testbed.live)
 
 
 class Actors:
@@ -70,12 +71,13 @@ class Actors:
     def __init__(self, topo: Topology, net: dict[str, Any] | None, cpu: dict[str, str]):
         import ray
 
+        from actors.cloud_replay import ReplayCloudServer
         from actors.cloud_server import CloudServer
         from actors.device_pool import DevicePool
 
         self.ray = ray
         self._args = (topo.model_dump_json(), net, cpu)
-        self._cloud_cls: Any = ray.remote(CloudServer)
+        self._cloud_cls: Any = ray.remote(ReplayCloudServer if topo.cloud.compute == "replay" else CloudServer)
         self._pool_cls: Any = ray.remote(DevicePool)
         self.topo = topo
         self.slices = pool_slices(topo.device_count, topo.pools.devices_per_pool)
@@ -117,6 +119,10 @@ class Actors:
     def stats(self) -> list[dict[str, Any]]:
         return self.ray.get([c.stats.remote() for c in self.live("clouds")])
 
+    def live_counts(self) -> list[dict[str, Any]]:
+        """Requests ended since the last call in each live pool (testbed.live), for the progress line."""
+        return self.ray.get([p.live_counts.remote() for p in self.live("pools")])
+
     def close(self) -> None:
         for actor in self.pools + self.clouds:
             try:
@@ -149,6 +155,7 @@ def run_experiment(topo: Topology, topology_file: str, out_dir: Path,
                 stack.callback(_sweep_cgroups, state.cpu.run_id)  # whatever a killed pool left
             state.ray_info = stack.enter_context(ray_session(topo.ray.address, _cpus_needed(topo),
                                                              _gpus_needed(topo), _resources_needed(topo)))
+            state.timeline["ray_ready_s"] = _since_start()
             _run_on_ray(state, folder, progress, net)
         state.status = "complete"
     except KeyboardInterrupt:
@@ -225,6 +232,7 @@ def _run_on_ray(state: RunState, folder: RunFolder, progress: Progress, net: dic
     try:
         progress.note("starting actors: model load and calibration")
         state.replicas, state.pools = actors.start()
+        state.timeline["actors_ready_s"] = _since_start()
         progress.started(state.replicas, state.pools)
         folder.write_summary(build_summary(state))
         for i, strategy in enumerate(state.topo.strategies):
@@ -265,13 +273,22 @@ def _collect(state: RunState, folder: RunFolder, progress: Progress, actors: Act
     for row in load:
         state.busy_by_strategy.setdefault(row["strategy"], []).append(row["busy_fraction"])
     folder.server_load.append(load)
-    _add_records(state, folder, progress, records)
+    _add_records(state, folder, progress, records, actors.live_counts())
+    if progress.first_answer_s is not None:
+        state.timeline.setdefault("first_answer_s", progress.first_answer_s)
 
 
-def _add_records(state: RunState, folder: RunFolder, progress: Progress, records: list[dict[str, Any]]) -> None:
+def _add_records(state: RunState, folder: RunFolder, progress: Progress, records: list[dict[str, Any]],
+                 live: list[dict[str, Any]] | None = None) -> None:
     state.records.extend(records)
     folder.requests.append(records)
-    progress.update(records)
+    progress.update(records, live)
+
+
+def _since_start() -> float:
+    from testbed.live import since_command_start
+
+    return round(since_command_start(time.time()), 2)
 
 
 def _cpus_needed(topo: Topology) -> float:
@@ -305,6 +322,7 @@ def build_summary(state: RunState) -> dict[str, Any]:
         "error": state.error,
         "started_at": state.started_at,
         "wall_s": round(time.monotonic() - state.t0, 2),
+        "timeline_s": state.timeline,
         "topology_file": state.topology_file,
         "topology": topo.model_dump(mode="json"),
         "host": host_facts(),

@@ -30,6 +30,7 @@ class Progress:
         self._last_plain = 0.0
         self._active: Callable[[], int] = lambda: topo.device_count
         self._faults_now: Callable[[], list[str]] = list  # both replaced per phase by set_faults
+        self.first_answer_s: float | None = None  # since the command started
 
     def set_faults(self, active_devices: Callable[[], int], active_faults: Callable[[], list[str]]) -> None:
         """Where faults run: how many devices generate frames now, and which faults are under way."""
@@ -62,14 +63,28 @@ class Progress:
         self.console.print(f"phase {self._phase}: warm-up {self.topo.warmup_s:g} s, "
                            f"measure {self.topo.duration_s:g} s")
 
-    def update(self, records: list[dict[str, Any]]) -> None:
+    def update(self, records: list[dict[str, Any]], live: list[dict[str, Any]] | None = None) -> None:
+        """Counts from the pools' live counts where given (requests as they end, also those whose record is still
+        held for its radio tail), else from this phase's released records (e.g. the driver's own records)."""
         t = time.monotonic()
-        for r in records:
-            if r["strategy"] != self._strategy:  # a previous phase's record, held back for its radio tail
-                continue
-            self._counts[r["status"]] = self._counts.get(r["status"], 0) + 1
-            if r["status"] == "completed":
-                self._e2e.append((t, float(r["e2e_ms"])))
+        if live is None:
+            for r in records:
+                if r["strategy"] != self._strategy:  # a previous phase's record, held back for its radio tail
+                    continue
+                self._counts[r["status"]] = self._counts.get(r["status"], 0) + 1
+                if r["status"] == "completed":
+                    self._e2e.append((t, float(r["e2e_ms"])))
+        else:
+            for pool in live:
+                for status, n in pool["counts"].items():
+                    self._counts[status] = self._counts.get(status, 0) + n
+                self._e2e.extend((t, e) for e in pool["e2e_ms"])
+            firsts = [p["first_done_wall"] for p in live if p["first_done_wall"] is not None]
+            if firsts and self.first_answer_s is None:
+                from testbed.live import since_command_start
+
+                self.first_answer_s = round(since_command_start(min(firsts)), 2)
+                self.console.print(f"first answer {self.first_answer_s:.1f} s after the command started")
         while self._e2e and self._e2e[0][0] < t - RECENT_S:
             self._e2e.popleft()
         if self._live is not None:

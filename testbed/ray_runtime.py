@@ -33,6 +33,9 @@ def ray_session(address: str | None, num_cpus: float, num_gpus: float,
     a cluster runs locally unchanged), or a connection to an existing cluster."""
     if address is None:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        # Ray starts its workers at nice 15 (worker_niceness), below every ordinary process on the host; the
+        # pools' timers and the replicas' ingress are the emulation's clock, so they run at the normal priority.
+        os.environ.setdefault("RAY_worker_niceness", "0")
     import ray
 
     kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": "WARNING",

@@ -56,6 +56,10 @@ def print_summary(summary: dict[str, Any], out_dir: str, console: Console | None
     console.print(f"fidelity: uplink vs configured link {fmt(vs['p50'], 2)}% (p50), {fmt(vs['p95'], 2)}% (p95); "
                   f"shaper write error p95 {fmt(fid['uplink_error_ms_p95'], 2)} ms; "
                   f"pool executor wait p95 {fmt(fid['emu_wait_ms_p95'], 2)} ms")
+    if tl := summary.get("timeline_s"):
+        names = {"ray_ready_s": "Ray ready", "actors_ready_s": "actors ready", "first_answer_s": "first answer"}
+        console.print("start-up (s after the command started): "
+                      + ", ".join(f"{label} {tl[k]:.1f}" for k, label in names.items() if k in tl))
     console.print(f"results: {out_dir}/ (report.html, summary.json, requests.csv, server_load.csv, "
                   "server_load.html)")
 

@@ -1,0 +1,128 @@
+"""`cloud.compute: replay`: a replica that answers after the calibrated tail time, without running the model.
+
+The cloud tier's own path stays real: TCP ingress, frame parsing, the payload's
+decode (int8 + zstd or JPEG), the dynamic batcher, the executor hop, the
+shaped downlink. Only the network after the cut is replaced: at start the
+replica builds the real model and times it on this host for batches of 1 and
+`max_batch_size` (the fastest of 3 after a warm-up); each batch then holds the
+executor thread (as it would hold the accelerator) for the time interpolated
+between the two, divided by `cloud.replay_speed` (how many times faster than
+this host the emulated cloud is, e.g. a GPU). Answers carry `top1: -1`:
+no class is computed.
+
+It exists for density runs: on a 2-core host no real tail keeps up with 1,000
+requests/s (ResNet-18's tail at 64x64 pixels does about 840 items/s on one
+core, ResNet-50's at 224 about 26), so the emulation's own limits could not
+be measured. Every place that names the replica says it is replayed.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from actors.cloud_server import CloudServer, Job, Outcome
+from testbed import codec
+from testbed.clock import now
+
+CALIBRATION_RUNS = 3
+
+
+class TailReplay:
+    """Batch time in ms from two calibrated points (batch 1 and the largest batch), scaled by 1/speed."""
+
+    def __init__(self, host_ms: dict[int, float], speed: float):
+        if not host_ms or speed <= 0:
+            raise ValueError("need at least one calibrated batch size and speed > 0")
+        self.host_ms = dict(sorted(host_ms.items()))
+        self.speed = speed
+
+    def batch_ms(self, n: int) -> float:
+        sizes = list(self.host_ms)
+        lo, hi = sizes[0], sizes[-1]
+        if hi == lo or n <= lo:
+            host = self.host_ms[lo] * n / lo
+        else:  # linear between the two points, extrapolated per item past the largest
+            per_item = (self.host_ms[hi] - self.host_ms[lo]) / (hi - lo)
+            host = self.host_ms[lo] + per_item * (n - lo)
+        return host / self.speed
+
+    def describe(self) -> str:
+        points = ", ".join(f"batch {n}: {ms:.1f} ms" for n, ms in self.host_ms.items())
+        return f"tail replayed at {self.speed:g}x this host's calibrated time ({points} on the host); no model run"
+
+
+def calibrate(run: Any, sizes: tuple[int, ...]) -> dict[int, float]:
+    """Fastest wall time (ms) of `run(n)` for each batch size, after one warm-up call.
+
+    The fastest run, not the median: replicas calibrate while the pools calibrate too, and on a small host
+    that contention inflated the median 2-3 times, which made the replayed cloud the bottleneck of a
+    density run. The fastest of a few runs is the host's uncontended time."""
+    out = {}
+    for n in sizes:
+        run(n)
+        times = []
+        for _ in range(CALIBRATION_RUNS):
+            t0 = now()
+            run(n)
+            times.append((now() - t0) * 1000)
+        out[n] = min(times)
+    return out
+
+
+class ReplayCloudServer(CloudServer):
+    """CloudServer whose batches sleep for the replayed tail time instead of running it."""
+
+    replays: dict[str, TailReplay]
+
+    def _build(self) -> dict[str, Any]:
+        import torch
+
+        info = super()._build()
+        cloud = self.topo.cloud
+        sizes = tuple(sorted({1, cloud.max_batch_size}))
+        self.replays = {}
+        with torch.inference_mode():
+            for kind, part in self._parts.items():  # one per cut the run's policies may send
+                x = self._example_input(kind, info["split_catalogue"])
+
+                def run(n: int, part: Any = part, x: torch.Tensor = x) -> None:
+                    part(x.expand(n, *x.shape[1:]).contiguous().to(self.device))
+
+                self.replays[kind] = TailReplay(calibrate(run, sizes), cloud.replay_speed)
+        label = "; ".join(f"{k}: {r.describe()}" for k, r in self.replays.items())
+        return {**info, "device_name": f"{info['device_name']}, REPLAYED cloud ({label})", "compute": "replay"}
+
+    def _example_input(self, cut: str, catalogue: list[dict[str, Any]]) -> Any:
+        """A zero input of the shape this cut's cloud part takes (from the split catalogue, no second model)."""
+        import torch
+
+        m = self.topo.model
+        if cut == "cloud_only":
+            return torch.zeros(1, 3, m.input_size, m.input_size)
+        base = cut.split("+")[0]  # "layer2" or "layer2+butterfly"
+        shape = list(next(r["shape"] for r in catalogue if r["cut"] == base))
+        if cut.endswith("+butterfly"):
+            shape[0] = m.butterfly_channels
+        return torch.zeros(1, *shape)
+
+    def _compute(self, kind: str, jobs: list[Job]) -> list[Outcome]:
+        t0 = now()
+        for j in jobs:  # the payload is decoded for real: that cost belongs to the tier
+            if kind == "cloud_only":
+                codec.decode_jpeg(j.payload)
+            else:
+                np.asarray(codec.decode_tensor(j.header["codec"], j.payload))
+        remaining = t0 + self.replays[kind].batch_ms(len(jobs)) / 1000 - now()
+        if remaining > 0:
+            time.sleep(remaining)  # holds the executor, as the accelerator would be held
+        t1 = now()
+        n = len(jobs)
+        with self._counters_lock:
+            self._count_batch(n, t1 - t0)
+        return [Outcome(-1, t0, (t1 - t0) * 1000, n) for _ in jobs]
+
+    def stats(self) -> dict[str, Any]:
+        return {**super().stats(), "device": f"{self.device}, tail replayed at {self.topo.cloud.replay_speed:g}x"}
