@@ -260,16 +260,16 @@ class DevicePool:
     def fault_stats(self) -> dict[str, Any]:
         return {"pool": self.pool_id, **self._failover.stats()}
 
-    def _set_link_faults(self, strategy: str, t0: float) -> None:
+    def _set_link_faults(self, strategy: str, t0: float, wins: list[faults.Window]) -> None:
         """This phase's link faults: the uplink in the device's shaper; the downlink is sent to the cloud's
         shaper for the device's connections (each phase starts with nothing in flight, so the frame cannot cut
         into a message)."""
         self._down_faults = {}
         for dev in self._devices:
             d = dev.spec.device_id
-            dev.uplink.set_faults([(t0 + a, t0 + b, f) for a, b, f in faults.link_windows(self.topo, strategy, d,
-                                                                                             "uplink")])
-            down = [(t0 + a, t0 + b, f) for a, b, f in faults.link_windows(self.topo, strategy, d, "downlink")]
+            dev.uplink.set_faults([(t0 + a, t0 + b, f)
+                                   for a, b, f in faults.link_windows(self.topo, strategy, d, "uplink", wins)])
+            down = [(t0 + a, t0 + b, f) for a, b, f in faults.link_windows(self.topo, strategy, d, "downlink", wins)]
             if down:
                 self._down_faults[d] = down
             for conn in dev.conns:
@@ -294,8 +294,9 @@ class DevicePool:
             dev.phase_cut = None
             if strategy == "best_static":
                 dev.phase_cut = self._choose(dev, strategy)
-        self._set_link_faults(strategy, t0)  # after the restart: the windows apply to the new link
-        await asyncio.gather(*(self._device_loop(d, strategy, phase_index, t0, horizon)
+        wins = faults.windows(self.topo, strategy)  # once per phase: it builds the device table
+        self._set_link_faults(strategy, t0, wins)  # after the restart: the windows apply to the new link
+        await asyncio.gather(*(self._device_loop(d, strategy, phase_index, t0, horizon, wins)
                                for d in self._devices))
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
@@ -304,8 +305,8 @@ class DevicePool:
             dev.radio.reset()
         return {"pool": self.pool_id, "phase_s": round(now() - t0, 3)}
 
-    async def _device_loop(self, dev: Device, strategy: str, phase: int, t0: float, horizon: float) -> None:
-        wins = faults.windows(self.topo, strategy)
+    async def _device_loop(self, dev: Device, strategy: str, phase: int, t0: float, horizon: float,
+                           wins: list[faults.Window]) -> None:
         for t_rel in arrivals(dev.spec.arrival, dev.spec.device_id, phase):
             if t_rel >= horizon:
                 return

@@ -54,7 +54,10 @@ def horizon_s(topo: Topology) -> float:
 
 
 def windows(topo: Topology, strategy: str) -> list[Window]:
-    """The faults of one strategy's phase, as windows on the phase's clock."""
+    """The faults of one strategy's phase, as windows on the phase's clock (builds the device table: call it once
+    per phase, not per device)."""
+    if not topo.faults:
+        return []
     groups: dict[str, set[int]] = {}
     for spec in device_table(topo):
         groups.setdefault(spec.group, set()).add(spec.device_id)
@@ -77,10 +80,12 @@ def windows(topo: Topology, strategy: str) -> list[Window]:
     return out
 
 
-def link_windows(topo: Topology, strategy: str, device_id: int, direction: str) -> list[tuple[float, float, float]]:
-    """(start_s, end_s, capacity factor) of one device's link direction ('uplink' | 'downlink') in a phase."""
+def link_windows(topo: Topology, strategy: str, device_id: int, direction: str,
+                 wins: list[Window] | None = None) -> list[tuple[float, float, float]]:
+    """(start_s, end_s, capacity factor) of one device's link direction ('uplink' | 'downlink') in a phase;
+    `wins`: the phase's windows() where the caller has them (a pool asks for every device)."""
     return [(w.start_s, w.end_s, 0.0 if w.kind == "link_outage" else float(w.fault.rate_factor or 1.0))
-            for w in windows(topo, strategy)
+            for w in (windows(topo, strategy) if wins is None else wins)
             if w.kind in LINK_KINDS and w.fault.direction in ("both", direction) and w.hits(device_id, w.start_s)]
 
 
