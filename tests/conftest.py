@@ -3,6 +3,7 @@ and `slow` end-to-end runs on a local Ray (run in CI too)."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -10,6 +11,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+# testbed.ray_runtime sets Ray's loopback-only switch before it imports Ray. In-process server tests import Ray
+# earlier (CloudServer.start asks for the node id), and Ray reads the switch at import: set it for the whole
+# session, so the loopback test holds whatever order the tests run in.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
 @pytest.fixture
