@@ -7,7 +7,8 @@ replica builds the real model and times it on this host for batches of 1 and
 `max_batch_size` (the fastest of 3 after a warm-up); each batch then holds the
 executor thread (as it would hold the accelerator) for the time interpolated
 between the two, divided by `cloud.replay_speed` (how many times faster than
-this host the emulated cloud is, e.g. a GPU). Answers carry `top1: -1`:
+this host the emulated cloud is, e.g. a GPU); the devices' split predictions get
+that replayed time too. Answers carry `top1: -1`:
 no class is computed.
 
 It exists for density runs: on a 2-core host no real tail keeps up with 1,000
@@ -26,8 +27,6 @@ import numpy as np
 from actors.cloud_server import CloudServer, Job, Outcome
 from testbed import codec
 from testbed.clock import now
-
-CALIBRATION_RUNS = 3
 
 
 class TailReplay:
@@ -54,59 +53,28 @@ class TailReplay:
         return f"tail replayed at {self.speed:g}x this host's calibrated time ({points} on the host); no model run"
 
 
-def calibrate(run: Any, sizes: tuple[int, ...]) -> dict[int, float]:
-    """Fastest wall time (ms) of `run(n)` for each batch size, after one warm-up call.
-
-    The fastest run, not the median: replicas calibrate while the pools calibrate too, and on a small host
-    that contention inflated the median 2-3 times, which made the replayed cloud the bottleneck of a
-    density run. The fastest of a few runs is the host's uncontended time."""
-    out = {}
-    for n in sizes:
-        run(n)
-        times = []
-        for _ in range(CALIBRATION_RUNS):
-            t0 = now()
-            run(n)
-            times.append((now() - t0) * 1000)
-        out[n] = min(times)
-    return out
-
-
 class ReplayCloudServer(CloudServer):
     """CloudServer whose batches sleep for the replayed tail time instead of running it."""
 
     replays: dict[str, TailReplay]
 
     def _build(self) -> dict[str, Any]:
-        import torch
-
-        info = super()._build()
-        cloud = self.topo.cloud
-        sizes = tuple(sorted({1, cloud.max_batch_size}))
         self.replays = {}
-        with torch.inference_mode():
-            for kind, part in self._parts.items():  # one per cut the run's policies may send
-                x = self._example_input(kind, info["split_catalogue"])
-
-                def run(n: int, part: Any = part, x: torch.Tensor = x) -> None:
-                    part(x.expand(n, *x.shape[1:]).contiguous().to(self.device))
-
-                self.replays[kind] = TailReplay(calibrate(run, sizes), cloud.replay_speed)
+        info = super()._build()
+        for kind in self._parts:  # one per cut the run's policies may send (some already, via _item_ms)
+            self._replay(kind)
         label = "; ".join(f"{k}: {r.describe()}" for k, r in self.replays.items())
         return {**info, "device_name": f"{info['device_name']}, REPLAYED cloud ({label})", "compute": "replay"}
 
-    def _example_input(self, cut: str, catalogue: list[dict[str, Any]]) -> Any:
-        """A zero input of the shape this cut's cloud part takes (from the split catalogue, no second model)."""
-        import torch
+    def _replay(self, cut: str) -> TailReplay:
+        if cut not in self.replays:
+            sizes = tuple(sorted({1, self.topo.cloud.max_batch_size}))
+            self.replays[cut] = TailReplay(self._calibrate_part(cut, sizes), self.topo.cloud.replay_speed)
+        return self.replays[cut]
 
-        m = self.topo.model
-        if cut == "cloud_only":
-            return torch.zeros(1, 3, m.input_size, m.input_size)
-        base = cut.split("+")[0]  # "layer2" or "layer2+butterfly"
-        shape = list(next(r["shape"] for r in catalogue if r["cut"] == base))
-        if cut.endswith("+butterfly"):
-            shape[0] = m.butterfly_channels
-        return torch.zeros(1, *shape)
+    def _item_ms(self, cut: str) -> float:
+        """What this replica takes for one item: the replayed time, not the host's (split predictions)."""
+        return self._replay(cut).batch_ms(1)
 
     def _compute(self, kind: str, jobs: list[Job]) -> list[Outcome]:
         t0 = now()

@@ -17,6 +17,7 @@ import functools
 import logging
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +35,26 @@ from throttling.shaper import LinkDirection, LinkShaper
 
 log = logging.getLogger(__name__)
 LOAD_SAMPLE_S = 0.5
+CALIBRATION_RUNS = 3
+
+
+def calibrate(run: Callable[[int], None], sizes: tuple[int, ...]) -> dict[int, float]:
+    """Fastest wall time (ms) of `run(n)` for each batch size n, after one warm-up call.
+
+    The fastest run, not the median: replicas calibrate while the pools calibrate too, and on a small host
+    that contention inflated the median 2-3 times (a replayed cloud became the bottleneck of a density run;
+    the devices' split predictions took the JPEG's cloud time for twice what it was). The fastest of a few
+    runs is the host's uncontended time. `run` must wait for the device (CUDA is asynchronous)."""
+    out = {}
+    for n in sizes:
+        run(n)
+        times = []
+        for _ in range(CALIBRATION_RUNS):
+            t0 = now()
+            run(n)
+            times.append((now() - t0) * 1000)
+        out[n] = min(times)
+    return out
 
 
 @dataclass
@@ -96,6 +117,7 @@ class CloudServer:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"cloud{replica}")
         self._batchers: dict[str, DynamicBatcher[Job, Outcome]] = {}  # one per cut: a batch shares one part
         self._parts: dict[str, Any] = {}  # cut -> the cloud's part of the network
+        self._samples: dict[str, Any] = {}  # cut -> one item of what that part takes (for calibration)
         self._in_flight = 0
         self._window = Counters()
         self._counters_lock = threading.Lock()  # the executor thread updates, the loop samples
@@ -149,34 +171,38 @@ class CloudServer:
         sm.restoration.to(self.device)
         cuts = [c for c in split_policy.cuts_for_run(self.topo.strategies, self.topo.policy.cuts, m.split, catalogue)
                 if split_policy.uses_network(c)]
-        self._parts, samples = {}, {}
+        self._parts, self._samples = {}, {}
         with torch.inference_mode():  # first calls allocate and pick kernels: keep them out of the run
             x = torch.zeros(1, 3, m.input_size, m.input_size, device=self.device)
             for cut in cuts:
                 device_part, cloud_part = cut_parts(sm, cut)
                 assert cloud_part is not None
                 self._parts[cut] = cloud_part
-                samples[cut] = device_part(x) if device_part is not None else x
-                cloud_part(samples[cut])
+                self._samples[cut] = device_part(x) if device_part is not None else x
+                cloud_part(self._samples[cut])
         name = torch.cuda.get_device_name(0) if self.device == "cuda" else cpu_model()
         adaptive = any(s in split_policy.ADAPTIVE for s in self.topo.strategies)
         return {"device": self.device, "device_name": name, "torch_threads": torch.get_num_threads(),
                 "split_catalogue": catalogue, "cuts": cuts, "accuracy_by_cut": accuracy_by_cut(sm.meta, m.codec.dtype),
-                "cut_cloud_ms": {c: self._time_part(c, samples[c]) for c in cuts} if adaptive else {}}
+                "cut_cloud_ms": {c: round(self._item_ms(c), 3) for c in cuts} if adaptive else {}}
 
-    def _time_part(self, cut: str, sample: Any) -> float:
-        """The cloud part's time for one item (median of 5), for the devices' split predictions."""
+    def _calibrate_part(self, cut: str, sizes: tuple[int, ...]) -> dict[int, float]:
+        """`calibrate` on this cut's cloud part, for batches of `sizes` copies of its sample item."""
         import torch
 
-        times = []
-        with torch.inference_mode():
-            for _ in range(5):
-                t0 = now()
-                self._parts[cut](sample)
+        part, x = self._parts[cut], self._samples[cut]
+
+        def run(n: int) -> None:
+            with torch.inference_mode():
+                part(x.expand(n, *x.shape[1:]).contiguous())
                 if self.device == "cuda":
                     torch.cuda.synchronize()
-                times.append((now() - t0) * 1000)
-        return round(sorted(times)[2], 3)
+
+        return calibrate(run, sizes)
+
+    def _item_ms(self, cut: str) -> float:
+        """The cloud's time for one item of `cut` (a batch of one), for the devices' split predictions."""
+        return self._calibrate_part(cut, (1,))[1]
 
     async def stop(self) -> None:
         if self._server is not None:

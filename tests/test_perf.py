@@ -91,6 +91,26 @@ def test_replayed_cloud_answers_real_frames_and_says_it_is_replayed(write_topolo
             assert r["cloud_ms"] >= 0.9 * replay.batch_ms(r["batch_size"])
 
 
+def test_replayed_cloud_gives_split_predictions_its_replayed_time(write_topology, minimal_yaml):
+    """dynamic predicts the cloud's time per cut from what the replica reports: the replayed time, not the
+    host's real time (replay_speed times larger)."""
+    topo = load_topology(write_topology(minimal_yaml), [
+        "strategies=[dynamic]", "cloud.compute=replay", "cloud.replay_speed=50", "cloud.max_batch_size=2"])
+
+    async def go():
+        cloud = ReplayCloudServer(0, topo.model_dump_json())
+        try:
+            return await cloud.start("127.0.0.1"), cloud.replays
+        finally:
+            await cloud.stop()
+
+    info, replays = asyncio.run(go())
+    assert set(info["cut_cloud_ms"]) == set(replays) == set(info["cuts"])  # every network cut, calibrated once
+    for cut, ms in info["cut_cloud_ms"].items():
+        assert ms == pytest.approx(replays[cut].batch_ms(1), abs=1e-3)
+        assert ms == pytest.approx(replays[cut].host_ms[1] / 50, abs=1e-3)
+
+
 # ------------------------------------------------------------------ live progress
 def test_live_counts_are_taken_once_and_keep_the_first_completion():
     live = LiveCounts()
