@@ -38,7 +38,7 @@ def _strategy(name: str) -> str:
 
 def _cut(name: str) -> str:
     if not split_policy.is_cut(name):
-        raise ValueError("allowed: cloud_only, device_only, layer1..layer4, layerN+butterfly")
+        raise ValueError(f"allowed: {split_policy.CUTS_ALLOWED}")
     return name
 
 

@@ -11,8 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from testbed import htmlkit
-
-CUT_ORDER = ("cloud_only", "layer1", "layer2", "layer3", "layer4", "device_only")
+from testbed.split_policy import CUT_ORDER
 
 
 def _rank(cut: str) -> tuple[int, str]:

@@ -40,6 +40,8 @@ STAGES = ("layer1", "layer2", "layer3", "layer4")
 FIXED = ("cloud_only", "butterfly", "split", "device_only")
 ADAPTIVE = ("best_static", "dynamic")
 CUT_RE = re.compile(r"^(cloud_only|device_only|(layer[1-4])(\+butterfly)?)$")
+CUTS_ALLOWED = "cloud_only, device_only, layer1..layer4, layerN+butterfly"  # what CUT_RE accepts, in words
+CUT_ORDER = ("cloud_only", *STAGES, "device_only")  # by how much of the network runs on the device
 STATIC_PREFIX = "static:"
 REPLY_BYTES = 200  # the answer's frame: a small JSON header
 MIN_TRANSFER_MS = 0.05  # below this a measured transfer is noise, not a rate
@@ -56,7 +58,7 @@ def strategy_problem(strategy: str) -> str | None:
     if strategy.startswith(STATIC_PREFIX) and is_cut(strategy[len(STATIC_PREFIX):]):
         return None
     return ("allowed: " + ", ".join(FIXED + ADAPTIVE)
-            + ", or static:<cut> with <cut> one of cloud_only, device_only, layer1..layer4, layerN+butterfly")
+            + f", or static:<cut> with <cut> one of {CUTS_ALLOWED}")
 
 
 def butterfly_cut(split: str) -> str:
