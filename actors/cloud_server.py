@@ -167,6 +167,7 @@ class CloudServer:
         host = host or ray_node_ip()
         loop = asyncio.get_running_loop()
         info = await loop.run_in_executor(self._executor, self._build)
+        await loop.run_in_executor(self._executor, self._configure_ingress)
         cloud = self.topo.cloud
         for kind in self._parts:
             self._batchers[kind] = DynamicBatcher(
@@ -211,15 +212,18 @@ class CloudServer:
                 self._parts[cut] = cloud_part
                 self._samples[cut] = device_part(x) if device_part is not None else x
                 cloud_part(self._samples[cut])
-        shapes = {c: tuple(x.shape[1:]) for c, x in self._samples.items() if c != "cloud_only"}
-        self._limits = ingress.FrameLimits(shapes, m.input_size, len(self.topo.faults))
-        backend = LinkBackend(**self.net["backend"]) if self.net else LinkBackend("userspace")
-        self._downlinks = [userspace_part(s.downlink(), backend) for s in device_table(self.topo)]
         name = torch.cuda.get_device_name(0) if self.device == "cuda" else cpu_model()
         adaptive = any(s in split_policy.ADAPTIVE for s in self.topo.strategies)
         return {"device": self.device, "device_name": name, "torch_threads": torch.get_num_threads(),
                 "split_catalogue": catalogue, "cuts": cuts, "accuracy_by_cut": accuracy_by_cut(sm.meta, m.codec.dtype),
                 "cut_cloud_ms": {c: round(self._item_ms(c), 3) for c in cuts} if adaptive else {}}
+
+    def _configure_ingress(self) -> None:
+        """What this run's devices may send (each cut's item shape) and each device's configured downlink."""
+        shapes = {c: tuple(x.shape[1:]) for c, x in self._samples.items() if c != "cloud_only"}
+        self._limits = ingress.FrameLimits(shapes, self.topo.model.input_size, len(self.topo.faults))
+        backend = LinkBackend(**self.net["backend"]) if self.net else LinkBackend("userspace")
+        self._downlinks = [userspace_part(s.downlink(), backend) for s in device_table(self.topo)]
 
     def _calibrate_part(self, cut: str, sizes: tuple[int, ...]) -> dict[int, float]:
         """`calibrate` on this cut's cloud part, for batches of `sizes` copies of its sample item."""
@@ -313,7 +317,9 @@ class CloudServer:
     def _refuse(self, reason: str, e: BaseException) -> None:
         self._refusals.add(reason)
         self._stats.bad_frames += 1
-        log.warning("replica %d: refused a frame (%s): %s", self.replica, reason, str(e)[:200])
+        n = self._refusals.total[reason]
+        if n & (n - 1) == 0:  # the 1st, 2nd, 4th, 8th... of each reason: a flood does not flood the log
+            log.warning("replica %d: refused a frame (%s, %d so far): %s", self.replica, reason, n, str(e)[:200])
 
     async def _handle(self, job: Job, shaper: LinkShaper, peer: Peer, cost: int) -> None:
         rid = job.header.get("id")
