@@ -21,6 +21,7 @@ from pathlib import Path
 from rich.console import Console
 
 from testbed.config import ConfigError, Topology, load_topology
+from testbed.results import OutputError, prepare_out
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -78,6 +79,14 @@ def main(argv: list[str] | None = None) -> int:
         print(format_rows(check_links(topo, available_backends())))
         return 0
     out = args.out or Path("results") / f"{topo.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    try:  # never over an earlier run's results; a folder that cannot be written is known before the run
+        chosen = prepare_out(out, pick_new=args.out is None)
+    except OutputError as e:
+        print(f"--out: {e}", file=sys.stderr)
+        return 2
+    if chosen != out:
+        err.print(f"{out}/ holds an earlier run's results: writing to {chosen}/ instead")
+    out = chosen
     signal.signal(signal.SIGTERM, _raise_interrupt)
     if args.sweep:
         return _sweep(args.topology, overrides, args.sweep, out, err)
