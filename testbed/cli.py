@@ -251,7 +251,8 @@ def _cleanup() -> int:
 
     removed = sweep_all()
     for kind, names in removed.items():
-        print(f"{kind}: removed {len(names)}" + (f" ({', '.join(names)})" if names else ""))
+        verb = "" if kind.startswith("kept") else "removed "
+        print(f"{kind}: {verb}{len(names)}" + (f" ({', '.join(names)})" if names else ""))
     return 0
 
 

@@ -279,6 +279,8 @@ def _run_phase(state: RunState, folder: RunFolder, progress: Progress, actors: A
         faults.fire_due()
         _collect(state, folder, progress, actors)
         faults.note_deaths()
+        if state.trace_rates is not None:
+            state.trace_rates.check()  # a failed rate thread fails the run, with its reason
     _add_records(state, folder, progress, faults.end_phase())
     state.phases_done.append(strategy)
     folder.write_summary(build_summary(state))
