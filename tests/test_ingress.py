@@ -272,9 +272,11 @@ def test_after_each_attack_a_device_gets_its_answer_in_normal_time(replica, atta
 
 
 def test_every_refusal_is_counted_by_reason(replica):
+    peak = _status_mb(replica.pid, "VmHWM")
     stats = replica.stop()
     refused = stats["refused"]
-    print(refused)
+    print(f"baseline answer {replica.baseline_ms:.1f} ms; RSS at start {replica.rss_mb:.0f} MB, peak {peak:.0f} MB; "
+          f"refused {refused}")
     for reason in ("zstd_size", "shape", "payload_size", "bad_codec", "image", "oversized", "garbage",
                    "bad_token", "bad_hello", "no_hello", "faults", "in_flight"):
         assert refused.get(reason, 0) >= 1, (reason, refused)
