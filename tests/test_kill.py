@@ -4,6 +4,7 @@ the run's processes is left afterwards."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -101,3 +102,32 @@ def test_no_process_of_the_run_is_left(killed_run):
     while time.monotonic() < deadline and any(_alive(p) for p in every):
         time.sleep(0.5)
     assert not [p for p in every if _alive(p)]
+
+
+def test_a_killed_driver_leaves_readable_results_and_no_process(tmp_path):
+    """SIGKILL of the driver: no finally runs there. What it flushed stays readable (summary.json partial,
+    whole CSV rows), and the guard ends the embedded Ray's processes, the pools and replicas included."""
+    (tmp_path / "kill.yaml").write_text(TOPOLOGY.replace("duration_s: 10", "duration_s: 60"))
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), str(tmp_path / "kill.yaml"), "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    deadline = time.monotonic() + 300
+    rows: list = []
+    while time.monotonic() < deadline and proc.poll() is None and len(rows) < 5:
+        time.sleep(0.5)
+        with contextlib.suppress(OSError):
+            with (out / "requests.csv").open(newline="") as f:
+                rows = list(csv.DictReader(f))
+    assert len(rows) >= 5, "no requests were recorded in time"
+    pids = json.loads((out / "summary.json").read_text())["processes"]
+    proc.kill()
+    proc.wait(30)
+    every = [*pids["pools"].values(), *pids["replicas"].values()]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(_alive(p) for p in every):
+        time.sleep(0.5)
+    assert not [p for p in every if _alive(p)]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["partial"] is True and summary["status"] == "running"  # the last one it wrote
+    with (out / "requests.csv").open(newline="") as f:
+        assert all(None not in r.values() for r in csv.DictReader(f))  # every row whole
