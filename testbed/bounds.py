@@ -285,8 +285,8 @@ def topology_problems(topo: Any) -> list[tuple[str, str, Any]]:
             if isinstance(value, float) and not math.isfinite(value):
                 out.append((key, "allowed: a finite number", value))
             elif pattern in LIMITS and abs(value) > LIMITS[pattern][0]:
-                limit, why = LIMITS[pattern]
-                out.append((key, f"too large; allowed: at most {limit:g} ({why})", value))
+                bound, why = LIMITS[pattern]
+                out.append((key, f"too large; allowed: at most {bound:g} ({why})", value))
     return out or _total_problems(topo)
 
 

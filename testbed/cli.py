@@ -109,6 +109,11 @@ def _train(argv: list[str]) -> int:
     from testbed.tradeoff import format_table, run_training
 
     out = args.out or Path("results") / f"train-{topo.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    try:
+        out = prepare_out(out, pick_new=args.out is None)
+    except OutputError as e:
+        print(f"--out: {e}", file=sys.stderr)
+        return 2
     signal.signal(signal.SIGTERM, _raise_interrupt)
     print(f"splitbed train: {args.topology} -> {out}/", file=sys.stderr)
     try:
