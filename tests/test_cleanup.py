@@ -69,3 +69,15 @@ def test_a_failed_trace_rate_thread_is_raised_with_its_reason(tmp_path):
             time.sleep(0.02)
         with pytest.raises(NetnsError, match="trace rates stopped updating after 1 updates: NetnsError: tc -n"):
             rates.check()
+
+
+def test_two_runs_at_once_share_no_name_and_nothing_in_the_root_namespace():
+    """Two tc runs on one host: names differ by the driver's pid, and every address and route is set inside
+    the run's own namespaces (ip -n NS), so the same subnet serves both."""
+    from throttling.netns import NetnsLayout, root_commands
+
+    a, b = NetnsLayout("1111", "10.77.0.0/16", 3), NetnsLayout("2222", "10.77.0.0/16", 3)
+    assert not set(a.namespaces()) & set(b.namespaces())
+    for cmd in root_commands(a):  # the only batch run in the root namespace: namespaces and veth pairs
+        assert cmd[:2] == ["netns", "add"] or (cmd[:2] == ["link", "add"] and cmd.count("netns") == 2), cmd
+        assert "addr" not in cmd and "route" not in cmd
