@@ -361,6 +361,8 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
         raise ValueError(f"--set {assignment!r}: expected key.path=value")
     key, text = assignment.split("=", 1)
     parts = parse_key_path(key.strip())
+    if len(parts) > bounds.MAX_YAML_DEPTH:
+        raise ValueError(f"--set: a key path of {len(parts)} parts; allowed: at most {bounds.MAX_YAML_DEPTH}")
     try:
         value = bounds.load_yaml(text) if text.strip() else ""
     except yaml.YAMLError as e:

@@ -104,6 +104,11 @@ def test_ten_thousand_levels_of_nesting_are_a_clean_error(tmp_path):
         assert "nested more than 32 levels deep" in text and "RecursionError" not in text, text[:300]
 
 
+def test_a_key_path_thousands_deep_is_refused():
+    text = refused(SMOKE, ".".join(["x"] * 5000) + "=1")
+    assert "a key path of 5000 parts; allowed: at most 32" in text, text[:300]
+
+
 def test_a_long_list_section_is_refused_quickly(tmp_path):
     groups = "".join(f"\n  - {{count: 1, device_class: phone, network: lte, arrival: {{rate_hz: 1}}, name: g{i}}}"
                      for i in range(10_000))
