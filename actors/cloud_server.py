@@ -407,6 +407,7 @@ class CloudServer:
                 w, self._window = self._window, Counters()
             dt = t - t_prev
             t_prev = t
+            refused = self._refusals.take_window()
             self._load_rows.append({
                 "replica": self.replica, "t_s": round(t - t_start, 3),
                 "arrivals_per_s": round(w.arrivals / dt, 3), **usage.sample(),
@@ -416,7 +417,7 @@ class CloudServer:
                 "busy_fraction": round(min(1.0, w.busy_s / dt), 4),
                 "completed_per_s": round(w.completed / dt, 3),
                 "rejected": w.rejected,
-                "refused": self._refusals.take_window(),
+                "refused": refused[0], "refused_reasons": refused[1],
             })
 
     def drain_load(self) -> list[dict[str, Any]]:

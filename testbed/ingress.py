@@ -158,12 +158,13 @@ class RefusalCounts:
 
     def __init__(self) -> None:
         self.total: dict[str, int] = {}
-        self.window = 0
+        self.window: dict[str, int] = {}
 
     def add(self, reason: str) -> None:
         self.total[reason] = self.total.get(reason, 0) + 1
-        self.window += 1
+        self.window[reason] = self.window.get(reason, 0) + 1
 
-    def take_window(self) -> int:
-        n, self.window = self.window, 0
-        return n
+    def take_window(self) -> tuple[int, str]:
+        """Refusals since the last call: how many, and by reason (`bad_token:2;image:5`, for a CSV cell)."""
+        w, self.window = self.window, {}
+        return sum(w.values()), ";".join(f"{k}:{v}" for k, v in sorted(w.items()))

@@ -271,6 +271,16 @@ def test_after_each_attack_a_device_gets_its_answer_in_normal_time(replica, atta
     assert peak - replica.rss_mb < PEAK_GROWTH_MB, (attack.__name__, peak, replica.rss_mb)
 
 
+def test_a_load_sample_counts_the_window_s_refusals_by_reason():
+    from testbed.ingress import RefusalCounts
+
+    counts = RefusalCounts()
+    for reason in ("image", "bad_token", "image"):
+        counts.add(reason)
+    assert counts.take_window() == (3, "bad_token:1;image:2")  # server_load.csv: refused, refused_reasons
+    assert counts.take_window() == (0, "") and counts.total == {"image": 2, "bad_token": 1}
+
+
 def test_every_refusal_is_counted_by_reason(replica):
     peak = _status_mb(replica.pid, "VmHWM")
     stats = replica.stop()
