@@ -22,10 +22,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import numpy as np
-
-from actors.cloud_server import CloudServer, Job, Outcome
-from testbed import codec
+from actors.cloud_server import CloudServer, Job, Outcome, decode_items
 from testbed.clock import now
 
 
@@ -78,19 +75,16 @@ class ReplayCloudServer(CloudServer):
 
     def _compute(self, kind: str, jobs: list[Job]) -> list[Outcome]:
         t0 = now()
-        for j in jobs:  # the payload is decoded for real: that cost belongs to the tier
-            if kind == "cloud_only":
-                codec.decode_jpeg(j.payload)
-            else:
-                np.asarray(codec.decode_tensor(j.header["codec"], j.payload))
-        remaining = t0 + self.replays[kind].batch_ms(len(jobs)) / 1000 - now()
+        _, errors = decode_items(kind, jobs)  # the payload is decoded for real: that cost belongs to the tier
+        n = len(jobs) - len(errors)
+        remaining = t0 + self.replays[kind].batch_ms(n) / 1000 - now() if n else 0.0
         if remaining > 0:
             time.sleep(remaining)  # holds the executor, as the accelerator would be held
         t1 = now()
-        n = len(jobs)
-        with self._counters_lock:
-            self._count_batch(n, t1 - t0)
-        return [Outcome(-1, t0, (t1 - t0) * 1000, n) for _ in jobs]
+        if n:
+            with self._counters_lock:
+                self._count_batch(n, t1 - t0)
+        return [Outcome(-1, t0, (t1 - t0) * 1000, n, errors.get(i)) for i in range(len(jobs))]
 
     def stats(self) -> dict[str, Any]:
         return {**super().stats(), "device": f"{self.device}, tail replayed at {self.topo.cloud.replay_speed:g}x"}

@@ -2,8 +2,9 @@
 
 A plain asyncio class, run as a Ray actor by the orchestrator (`ray.remote`)
 and directly in tests. Each device holds one TCP connection; the first frame
-(`hello`) carries the device's downlink parameters, and every response is sent
-through that connection's downlink shaper. Requests of one kind (butterfly
+(`hello`) carries the replica's token and the device's id (testbed.ingress), and
+every response is sent through the downlink shaper the run's configuration gives
+that device. Requests of one kind (butterfly
 features, cloud-only JPEGs) are batched together; all batches share one
 executor thread, as they would share one accelerator. A full queue rejects
 with a reason instead of dropping. Queue wait and batch compute are measured
@@ -24,12 +25,14 @@ from typing import Any
 
 import numpy as np
 
-from testbed import codec, split_policy
+from testbed import codec, ingress, split_policy
 from testbed.batching import DynamicBatcher
 from testbed.clock import BOOT_ID, now, same_clock
 from testbed.config import Topology
+from testbed.devices import device_table
 from testbed.host import ProcessUsage, cpu_model, freeze_heap, ray_node_id, ray_node_ip
 from testbed.wire import ProtocolError, encode_frame, read_frame
+from throttling.links import LinkBackend, userspace_part
 from throttling.netns import socket_in_netns
 from throttling.shaper import LinkDirection, LinkShaper
 
@@ -71,6 +74,15 @@ class Outcome:
     t_batch_start: float
     cloud_ms: float
     batch_size: int
+    error: str | None = None  # this item alone failed (its payload did not decode); the rest of the batch ran
+
+
+@dataclass
+class Peer:
+    """One connection's bytes received and not yet answered (testbed.ingress bounds them)."""
+
+    writer: asyncio.StreamWriter
+    in_flight_bytes: int = 0
 
 
 @dataclass
@@ -102,6 +114,21 @@ class ServerStats(Counters):
     batch_histogram: dict[int, int] = field(default_factory=dict)
 
 
+def decode_items(kind: str, jobs: list[Job]) -> tuple[dict[int, Any], dict[int, str]]:
+    """Each job's decoded payload by index, or the reason it did not decode; the payloads are released (a
+    connection that does not read its answers then holds a small reply, not the frame)."""
+    items: dict[int, Any] = {}
+    errors: dict[int, str] = {}
+    for i, j in enumerate(jobs):
+        try:
+            items[i] = codec.decode_jpeg(j.payload) if kind == "cloud_only" \
+                else codec.decode_tensor(j.header["codec"], j.payload)
+        except Exception as e:  # noqa: BLE001 - this item's own error record
+            errors[i] = f"{type(e).__name__}: {e}"
+        j.payload = b""
+    return items, errors
+
+
 def fault_windows(header: dict[str, Any], t_received: float) -> list[tuple[float, float, float]]:
     """A device's fault windows on this server's clock: as sent on one host; shifted by the send time (the
     frame's transit, a few ms, is then the error) across hosts."""
@@ -126,6 +153,10 @@ class CloudServer:
         self._server: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.device = "cpu"
+        self.token = ingress.new_token()  # handed to the run's pools with the address (testbed.ingress)
+        self._refusals = ingress.RefusalCounts()
+        self._limits = ingress.FrameLimits({}, self.topo.model.input_size, len(self.topo.faults))
+        self._downlinks: list[LinkDirection] = []  # per device id, from the run's configuration
 
     # ------------------------------------------------------------ lifecycle
     async def start(self, host: str | None = None) -> dict[str, Any]:
@@ -136,6 +167,7 @@ class CloudServer:
         host = host or ray_node_ip()
         loop = asyncio.get_running_loop()
         info = await loop.run_in_executor(self._executor, self._build)
+        await loop.run_in_executor(self._executor, self._configure_ingress)
         cloud = self.topo.cloud
         for kind in self._parts:
             self._batchers[kind] = DynamicBatcher(
@@ -151,7 +183,7 @@ class CloudServer:
         self._spawn(self._sample_load())
         freeze_heap()
         return {"replica": self.replica, "host": host, "port": port, "pid": os.getpid(), "node_id": ray_node_id(),
-                **info}
+                "token": self.token, **info}
 
     def _build(self) -> dict[str, Any]:
         """One model copy; the cloud part of every cut the run's policies may send (views into it)."""
@@ -185,6 +217,13 @@ class CloudServer:
         return {"device": self.device, "device_name": name, "torch_threads": torch.get_num_threads(),
                 "split_catalogue": catalogue, "cuts": cuts, "accuracy_by_cut": accuracy_by_cut(sm.meta, m.codec.dtype),
                 "cut_cloud_ms": {c: round(self._item_ms(c), 3) for c in cuts} if adaptive else {}}
+
+    def _configure_ingress(self) -> None:
+        """What this run's devices may send (each cut's item shape) and each device's configured downlink."""
+        shapes = {c: tuple(x.shape[1:]) for c, x in self._samples.items() if c != "cloud_only"}
+        self._limits = ingress.FrameLimits(shapes, self.topo.model.input_size, len(self.topo.faults))
+        backend = LinkBackend(**self.net["backend"]) if self.net else LinkBackend("userspace")
+        self._downlinks = [userspace_part(s.downlink(), backend) for s in device_table(self.topo)]
 
     def _calibrate_part(self, cut: str, sizes: tuple[int, ...]) -> dict[int, float]:
         """`calibrate` on this cut's cloud part, for batches of `sizes` copies of its sample item."""
@@ -220,38 +259,69 @@ class CloudServer:
 
     # ------------------------------------------------------------ ingress
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        shaper: LinkShaper | None = None
+        """One device's connection: its hello, then its frames; a refused frame is counted by its reason."""
+        peer = Peer(writer)
         try:
+            try:
+                header, _, _ = await asyncio.wait_for(read_frame(reader, ingress.HELLO_MAX_BYTES, 0),
+                                                      ingress.HELLO_TIMEOUT_S)
+            except (asyncio.TimeoutError, EOFError):
+                raise ingress.Refused("no_hello", "no hello frame") from None
+            device = ingress.check_hello(header, self.token, len(self._downlinks))
+            shaper = LinkShaper(self._downlinks[device], seed=device)
             while True:
-                header, payload, _ = await read_frame(reader)
-                t_received = now()
-                kind = header.get("type")
-                if kind == "hello":
-                    shaper = LinkShaper(LinkDirection(**header["downlink"]), seed=int(header.get("seed", 0)))
-                    continue
-                if kind == "phase" and shaper is not None:  # a new phase: a traced downlink starts over
-                    shaper.restart()
-                    continue
-                if kind == "faults" and shaper is not None:  # the phase's downlink faults (testbed.faults)
-                    shaper.set_faults(fault_windows(header, t_received))
-                    continue
-                if kind != "infer" or shaper is None or header.get("kind") not in self._batchers:
-                    raise ProtocolError(f"unexpected frame type {kind!r} / kind {header.get('kind')!r}")
-                with self._counters_lock:
-                    self._stats.arrivals += 1
-                    self._window.arrivals += 1
-                self._spawn(self._handle(Job(header["kind"], header, payload, t_received), shaper, writer))
+                header, payload, _ = await read_frame(reader, ingress.MAX_HEADER_BYTES, self._limits.max_payload_bytes)
+                self._frame(header, payload, now(), shaper, peer)
         except EOFError:
             pass
-        except (ProtocolError, KeyError, TypeError, ValueError) as e:
-            self._stats.bad_frames += 1
-            log.warning("replica %d: closing a connection after a bad frame: %s", self.replica, e)
+        except (ingress.Refused, ProtocolError) as e:
+            self._refuse(e.reason, e)
+        except (KeyError, TypeError, ValueError) as e:
+            self._refuse("garbage", e)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
-            writer.close()
+            writer.transport.abort()  # what it had not read is dropped, not flushed
 
-    async def _handle(self, job: Job, shaper: LinkShaper, writer: asyncio.StreamWriter) -> None:
+    def _frame(self, header: dict[str, Any], payload: bytes, t_received: float, shaper: LinkShaper,
+               peer: Peer) -> None:
+        """Act on one frame after the hello; Refused where the connection must close."""
+        kind = header.get("type")
+        if kind == "phase":  # a new phase: a traced downlink starts over
+            shaper.restart()
+            return
+        if kind == "faults":  # the phase's downlink faults (testbed.faults)
+            ingress.check_faults(header, self._limits)
+            shaper.set_faults(fault_windows(header, t_received))
+            return
+        if kind != "infer":
+            raise ingress.Refused("unexpected_frame", f"frame type {str(kind)[:40]!r}")
+        cost = len(payload) + 1024  # the payload, and the answer until it is written
+        if peer.in_flight_bytes + cost > self._limits.max_in_flight_bytes:
+            raise ingress.Refused("in_flight", f"{peer.in_flight_bytes} bytes unanswered (the peer does not read); "
+                                  f"allowed: {self._limits.max_in_flight_bytes}")
+        peer.in_flight_bytes += cost
+        try:
+            ingress.check_infer(header, payload, self._limits)
+        except ingress.Refused as e:  # framing is intact: this request alone is answered with the reason
+            self._refuse(e.reason, e)
+            reply = {"type": "result", "id": header.get("id"), "status": "error", "reason": f"refused: {e}",
+                     "replica": self.replica}
+            self._spawn(self._reply(shaper, peer, reply, cost))
+            return
+        with self._counters_lock:
+            self._stats.arrivals += 1
+            self._window.arrivals += 1
+        self._spawn(self._handle(Job(header["kind"], header, payload, t_received), shaper, peer, cost))
+
+    def _refuse(self, reason: str, e: BaseException) -> None:
+        self._refusals.add(reason)
+        self._stats.bad_frames += 1
+        n = self._refusals.total[reason]
+        if n & (n - 1) == 0:  # the 1st, 2nd, 4th, 8th... of each reason: a flood does not flood the log
+            log.warning("replica %d: refused a frame (%s, %d so far): %s", self.replica, reason, n, str(e)[:200])
+
+    async def _handle(self, job: Job, shaper: LinkShaper, peer: Peer, cost: int) -> None:
         rid = job.header.get("id")
         queued = sum(b.queued for b in self._batchers.values())
         self._stats.max_queue_depth = max(self._stats.max_queue_depth, queued)
@@ -262,11 +332,13 @@ class CloudServer:
             reply = {"type": "result", "id": rid, "status": "rejected",
                      "reason": f"queue_full (limit {self.topo.cloud.queue_limit})",
                      "replica": self.replica, "server_ms": (now() - job.t_received) * 1000, "queue_depth": queued}
-            await self._reply(shaper, writer, reply)
+            await self._reply(shaper, peer, reply, cost)
             return
         self._in_flight += 1
         try:
             out = await self._batchers[job.kind].submit(job)
+            if out.error is not None:
+                raise ValueError(out.error)
             reply = {"type": "result", "id": rid, "status": "ok", "top1": out.top1,
                      "t_received": job.t_received, "boot_id": BOOT_ID,
                      "queue_ms": (out.t_batch_start - job.t_received) * 1000, "cloud_ms": out.cloud_ms,
@@ -278,13 +350,16 @@ class CloudServer:
             self._in_flight -= 1
         reply["server_ms"] = (now() - job.t_received) * 1000
         reply["queue_depth"] = sum(b.queued for b in self._batchers.values())  # for the devices' balancers
-        await self._reply(shaper, writer, reply)
+        await self._reply(shaper, peer, reply, cost)
 
-    async def _reply(self, shaper: LinkShaper, writer: asyncio.StreamWriter, reply: dict[str, Any]) -> None:
+    async def _reply(self, shaper: LinkShaper, peer: Peer, reply: dict[str, Any], cost: int) -> None:
         try:
-            await shaper.send(writer, encode_frame(reply))
+            if not peer.writer.is_closing():
+                await shaper.send(peer.writer, encode_frame(reply))
         except (ConnectionError, RuntimeError):
             pass  # the device went away; it records its own timeout or failure
+        finally:
+            peer.in_flight_bytes -= cost
 
     # ------------------------------------------------------------ compute
     async def _run_batch(self, kind: str, jobs: list[Job]) -> list[Outcome]:
@@ -292,24 +367,28 @@ class CloudServer:
         return await loop.run_in_executor(self._executor, self._compute, kind, jobs)
 
     def _compute(self, kind: str, jobs: list[Job]) -> list[Outcome]:
+        """One batch through the cut's cloud part; an item that does not decode fails alone."""
         import torch
 
         from testbed.model import preprocess
 
         t0 = now()
-        with torch.inference_mode():
-            if kind == "cloud_only":
-                images = [codec.decode_jpeg(j.payload) for j in jobs]
-                logits = self._parts[kind](preprocess(images, self.device))
-            else:  # a feature map: restoration (butterfly cuts) and the rest of the network
-                feats = np.stack([codec.decode_tensor(j.header["codec"], j.payload) for j in jobs])
-                logits = self._parts[kind](torch.from_numpy(feats).to(self.device))
-            top1 = logits.argmax(dim=1).tolist()
+        items, errors = decode_items(kind, jobs)
+        good = [i for i in range(len(jobs)) if i not in errors]
+        top1: dict[int, int] = {}
+        if good:
+            with torch.inference_mode():
+                if kind == "cloud_only":
+                    x = preprocess([items[i] for i in good], self.device)
+                else:  # a feature map: restoration (butterfly cuts) and the rest of the network
+                    x = torch.from_numpy(np.stack([items[i] for i in good])).to(self.device)
+                top1 = dict(zip(good, self._parts[kind](x).argmax(dim=1).tolist(), strict=True))
         t1 = now()
-        n = len(jobs)
-        with self._counters_lock:
-            self._count_batch(n, t1 - t0)
-        return [Outcome(int(c), t0, (t1 - t0) * 1000, n) for c in top1]
+        n = len(good)
+        if n:
+            with self._counters_lock:
+                self._count_batch(n, t1 - t0)
+        return [Outcome(int(top1.get(i, -1)), t0, (t1 - t0) * 1000, n, errors.get(i)) for i in range(len(jobs))]
 
     def _count_batch(self, n: int, busy_s: float) -> None:
         self._stats.add_batch(n, busy_s)
@@ -328,6 +407,7 @@ class CloudServer:
                 w, self._window = self._window, Counters()
             dt = t - t_prev
             t_prev = t
+            refused = self._refusals.take_window()
             self._load_rows.append({
                 "replica": self.replica, "t_s": round(t - t_start, 3),
                 "arrivals_per_s": round(w.arrivals / dt, 3), **usage.sample(),
@@ -337,6 +417,7 @@ class CloudServer:
                 "busy_fraction": round(min(1.0, w.busy_s / dt), 4),
                 "completed_per_s": round(w.completed / dt, 3),
                 "rejected": w.rejected,
+                "refused": refused[0], "refused_reasons": refused[1],
             })
 
     def drain_load(self) -> list[dict[str, Any]]:
@@ -348,6 +429,7 @@ class CloudServer:
         return {
             "replica": self.replica, "device": self.device, "requests": s.arrivals,
             "completed": s.completed, "rejected": s.rejected, "bad_frames": s.bad_frames,
+            "refused": dict(sorted(self._refusals.total.items())),  # by reason (testbed.ingress.REASONS)
             "batches": s.batches, "mean_batch_size": s.mean_batch_size,
             "busy_s": s.busy_s, "max_queue_depth": s.max_queue_depth,
             "batch_histogram": {str(k): v for k, v in sorted(s.batch_histogram.items())},

@@ -243,9 +243,8 @@ class DevicePool:
             sock.setblocking(False)
             await asyncio.get_running_loop().sock_connect(sock, (addr["host"], addr["port"]))
             reader, writer = await asyncio.open_connection(sock=sock, limit=2**20)
-        down = userspace_part(spec.downlink(), self.backend)
-        hello = {"type": "hello", "device_id": spec.device_id, "seed": spec.device_id,
-                 "downlink": dataclasses.asdict(down)}
+        # the replica's token; the replica takes this device's downlink from the run's configuration
+        hello = {"type": "hello", "device_id": spec.device_id, "token": addr.get("token", "")}
         writer.write(encode_frame(hello))
         if spec.device_id in self._down_faults:  # the phase's downlink faults, for the cloud's shaper
             writer.write(encode_frame({"type": "faults", "windows": self._down_faults[spec.device_id],

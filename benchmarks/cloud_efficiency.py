@@ -27,7 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from link_and_overhead import FAST, _raw_tcp_rtts, _testbed_rtts  # noqa: E402
+from link_and_overhead import FAST_LTE, _raw_tcp_rtts, _testbed_rtts  # noqa: E402
 
 from actors.cloud_server import CloudServer  # noqa: E402
 from testbed import codec  # noqa: E402
@@ -86,8 +86,7 @@ async def tier_throughput(topo, feats, clients: int, seconds: float) -> tuple[fl
     async def client(i: int) -> None:
         nonlocal done
         reader, writer = await asyncio.open_connection(addr["host"], addr["port"])
-        writer.write(encode_frame({"type": "hello", "seed": i, "downlink": {"rate_mbps": FAST.rate_mbps,
-                                                                             "delay_ms": 0.0}}))
+        writer.write(encode_frame({"type": "hello", "device_id": i, "token": addr["token"]}))
         k = i
         while time.perf_counter() < stop:
             writer.write(frames[k % len(frames)])
@@ -114,7 +113,8 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--seconds", type=float, default=10.0)
     args = ap.parse_args()
-    overrides = [f"cloud.max_batch_size={args.batch}", "cloud.max_batch_wait_ms=5", f"cloud.device={args.device}"]
+    overrides = [*FAST_LTE, f"cloud.max_batch_size={args.batch}", "cloud.max_batch_wait_ms=5",
+                 f"cloud.device={args.device}"]
     if args.device == "cuda":
         overrides.append("cloud.num_gpus=1")
     topo = load_topology(ROOT / "topologies/lte_100devices.yaml", overrides)

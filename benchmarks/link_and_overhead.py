@@ -48,6 +48,9 @@ LINK_CASES = [  # (label, bytes, rate Mbit/s, one-way delay ms)
 ]
 OVERHEAD_TARGET_MS = 0.3  # issue 8
 FAST = LinkDirection(rate_mbps=100_000.0, delay_ms=0.0)  # bookkeeping only, no emulated time
+# the replica shapes each device's downlink from the topology (testbed.ingress): a link with no emulated time
+FAST_LTE = ["networks.lte.downlink_mbps=100000", "networks.lte.rtt_ms=0", "networks.lte.jitter_ms=0",
+            "networks.lte.loss_pct=0"]
 
 
 # ------------------------------------------------------------------ link error
@@ -69,7 +72,9 @@ class NoModelServer(CloudServer):
     """The real ingress, batcher and reply path, with the model replaced by a decode."""
 
     def _build(self) -> dict[str, Any]:
-        self._parts = {butterfly_cut(self.topo.model.split): None}  # one batcher, as for the butterfly cut
+        cut = butterfly_cut(self.topo.model.split)
+        self._parts = {cut: None}  # one batcher, as for the butterfly cut
+        self._samples = {cut: np.zeros((1, 8, 28, 28), np.float32)}  # the frame bounds: the feature sent below
         return {"device": "cpu", "device_name": "no model", "torch_threads": 0, "split_catalogue": []}
 
     def _compute(self, kind: str, jobs: list[Job]) -> list[Outcome]:
@@ -80,11 +85,12 @@ class NoModelServer(CloudServer):
 
 
 async def _testbed_rtts(n: int) -> list[float]:
-    topo = load_topology(ROOT / "topologies/smoke.yaml", ["cloud.max_batch_wait_ms=0", "cloud.max_batch_size=1"])
+    topo = load_topology(ROOT / "topologies/smoke.yaml", ["cloud.max_batch_wait_ms=0", "cloud.max_batch_size=1",
+                                                          *FAST_LTE])
     server = NoModelServer(0, topo.model_dump_json())
     addr = await server.start("127.0.0.1")
     reader, writer = await asyncio.open_connection(addr["host"], addr["port"])
-    hello = {"type": "hello", "seed": 0, "downlink": {"rate_mbps": FAST.rate_mbps, "delay_ms": 0.0}}
+    hello = {"type": "hello", "device_id": 0, "token": addr["token"]}
     writer.write(encode_frame(hello))
     conn, uplink = Connection(reader, writer), LinkShaper(FAST)
     feature = np.maximum(np.random.default_rng(0).normal(0.5, 1, (8, 28, 28)), 0).astype(np.float32)

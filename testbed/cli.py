@@ -21,6 +21,7 @@ from pathlib import Path
 from rich.console import Console
 
 from testbed.config import ConfigError, Topology, load_topology
+from testbed.results import OutputError, prepare_out
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -78,6 +79,14 @@ def main(argv: list[str] | None = None) -> int:
         print(format_rows(check_links(topo, available_backends())))
         return 0
     out = args.out or Path("results") / f"{topo.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    try:  # never over an earlier run's results; a folder that cannot be written is known before the run
+        chosen = prepare_out(out, pick_new=args.out is None)
+    except OutputError as e:
+        print(f"--out: {e}", file=sys.stderr)
+        return 2
+    if chosen != out:
+        err.print(f"{out}/ holds an earlier run's results: writing to {chosen}/ instead")
+    out = chosen
     signal.signal(signal.SIGTERM, _raise_interrupt)
     if args.sweep:
         return _sweep(args.topology, overrides, args.sweep, out, err)
@@ -100,6 +109,11 @@ def _train(argv: list[str]) -> int:
     from testbed.tradeoff import format_table, run_training
 
     out = args.out or Path("results") / f"train-{topo.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    try:
+        out = prepare_out(out, pick_new=args.out is None)
+    except OutputError as e:
+        print(f"--out: {e}", file=sys.stderr)
+        return 2
     signal.signal(signal.SIGTERM, _raise_interrupt)
     print(f"splitbed train: {args.topology} -> {out}/", file=sys.stderr)
     try:
@@ -242,7 +256,8 @@ def _cleanup() -> int:
 
     removed = sweep_all()
     for kind, names in removed.items():
-        print(f"{kind}: removed {len(names)}" + (f" ({', '.join(names)})" if names else ""))
+        verb = "" if kind.startswith("kept") else "removed "
+        print(f"{kind}: {verb}{len(names)}" + (f" ({', '.join(names)})" if names else ""))
     return 0
 
 

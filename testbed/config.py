@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from testbed import profiles, split_policy
+from testbed import bounds, profiles, split_policy
 
 STRATEGIES = ("cloud_only", "butterfly", "split", "device_only", "best_static", "dynamic")  # and static:<cut>
 SPLIT_POINTS = ("layer1", "layer2", "layer3", "layer4")
@@ -361,7 +361,12 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
         raise ValueError(f"--set {assignment!r}: expected key.path=value")
     key, text = assignment.split("=", 1)
     parts = parse_key_path(key.strip())
-    value = yaml.safe_load(text) if text.strip() else ""
+    if len(parts) > bounds.MAX_YAML_DEPTH:
+        raise ValueError(f"--set: a key path of {len(parts)} parts; allowed: at most {bounds.MAX_YAML_DEPTH}")
+    try:
+        value = bounds.load_yaml(text) if text.strip() else ""
+    except yaml.YAMLError as e:
+        raise ValueError(f"--set {key}: not valid YAML: {e}") from None
     node: Any = raw
     for i, part in enumerate(parts[:-1]):
         nxt = parts[i + 1]
@@ -562,14 +567,14 @@ def _policy_problems(topo: Topology) -> list[Problem]:
 
 
 def _path_problem(key: str, value: str) -> Problem | None:
-    """A configured file or folder that is not there. A path the OS refuses outright (a name too long) raises
-    from exists(); it is reported the same way, never raised."""
-    try:
-        if Path(value).exists():
-            return None
-    except (OSError, ValueError) as e:
-        return Problem(key, f"not a usable path: {getattr(e, 'strerror', None) or e}", value, True)
-    return Problem(key, "no such file or folder", value, True)
+    """A configured file (weights) or folder (images) that is not there, not that kind of thing, or too large
+    (testbed.bounds: os.stat only, so a FIFO never blocks). A path the OS refuses outright (a name too long) is
+    reported the same way, never raised."""
+    folder = key == "model.image_dir"
+    problem = bounds.file_problem(value, bounds.MAX_WEIGHTS_BYTES, folder=folder)
+    if problem is None and folder:
+        problem = "; ".join(bounds.image_dir_problems(value)[:3]) or None
+    return Problem(key, problem, value, True) if problem else None
 
 
 def _trace_places(topo: Topology) -> list[tuple[str, str]]:
@@ -586,6 +591,9 @@ def _trace_problems(topo: Topology) -> list[Problem]:
 
     problems = []
     for key, path in _trace_places(topo):
+        if problem := bounds.file_problem(path, bounds.MAX_TRACE_BYTES):
+            problems.append(Problem(key, f"not a usable Mahimahi trace: {problem}", path, True))
+            continue
         try:
             MahimahiTrace.load(path)
         except (TraceError, ValueError) as e:  # ValueError: a path open() refuses (a NUL byte)
@@ -687,14 +695,16 @@ def load_topology(path: str | Path, overrides: list[str] | tuple[str, ...] = ())
     """Read, override, merge profiles, validate. Raises ConfigError listing every problem."""
     path = Path(path)
     file = str(path)
+    if problem := bounds.file_problem(file, bounds.MAX_TOPOLOGY_BYTES):
+        raise ConfigError(file, [Problem("", f"cannot read the file: {problem}")])
     try:
         text = path.read_text()
-    except OSError as e:
-        raise ConfigError(file, [Problem("", f"cannot read the file: {e.strerror}")]) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(file, [Problem("", f"cannot read the file: {getattr(e, 'strerror', None) or e}")]) from None
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError(file, [Problem("", f"not valid YAML: {e}")]) from None
+        raw = bounds.load_yaml(text)
+    except (yaml.YAMLError, ValueError) as e:  # ValueError: the limits (bounds.YamlLimit), an int of 5,000 digits
+        raise ConfigError(file, [Problem(getattr(e, "path", ""), f"not valid YAML: {e}")]) from None
     if not isinstance(raw, dict):
         raise ConfigError(file, [Problem("", "the file must hold a mapping of keys", raw, True)])
     for assignment in overrides:
@@ -708,7 +718,8 @@ def load_topology(path: str | Path, overrides: list[str] | tuple[str, ...] = ())
         topo = Topology.model_validate(_with_profiles(raw))
     except ValidationError as e:
         raise ConfigError(file, _problems_from(e)) from None
-    problems = _cross_checks(topo)
+    # bounds first: the cross checks build the device table and the pools' slices
+    problems = [Problem(k, m, v, True) for k, m, v in bounds.topology_problems(topo)] or _cross_checks(topo)
     if problems:
         raise ConfigError(file, problems)
     return topo

@@ -63,6 +63,7 @@ class RunState:
     kernel: Any = None  # tc backend: the run's NetnsTopology (link degradations set its rates)
     trace_rates: Any = None  # tc backend with traces: restarted at each phase, like the userspace shapers
     timeline: dict[str, float] = field(default_factory=dict)  # s since the command started (testbed.live)
+    deaths: list[dict[str, Any]] = field(default_factory=list)  # actors found dead, not killed by a fault
 
 
 class Actors:
@@ -85,6 +86,21 @@ class Actors:
         self.pools: list[Any] = [self.new_pool(i) for i in range(len(self.slices))]
         self.down_clouds: set[int] = set()  # killed by a fault (testbed.fault_driver), not yet replaced
         self.down_pools: set[int] = set()
+        self.deaths: list[tuple[str, int]] = []  # (kind, index) found dead by a call, not yet reported
+
+    def gather(self, kind: str, call: Any) -> list[Any]:
+        """`call(actor)` on every live actor of `kind`, and each result; an actor that died (killed by PID, its
+        process lost) is marked down and reported in `deaths`, and the others' results are kept."""
+        actors, down = (self.pools, self.down_pools) if kind == "pools" else (self.clouds, self.down_clouds)
+        refs = [(i, call(a)) for i, a in enumerate(actors) if i not in down]
+        out = []
+        for i, ref in refs:
+            try:
+                out.append(self.ray.get(ref))
+            except self.ray.exceptions.RayActorError:
+                down.add(i)
+                self.deaths.append((kind, i))
+        return out
 
     def new_cloud(self, i: int) -> Any:
         c = self.topo.cloud
@@ -111,17 +127,17 @@ class Actors:
         return replicas, pools
 
     def drain(self, strategy: str, final: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        records = [r for batch in self.ray.get([p.drain.remote(final) for p in self.live("pools")]) for r in batch]
+        records = [r for batch in self.gather("pools", lambda p: p.drain.remote(final)) for r in batch]
         load = [dict(row, strategy=strategy)
-                for batch in self.ray.get([c.drain_load.remote() for c in self.live("clouds")]) for row in batch]
+                for batch in self.gather("clouds", lambda c: c.drain_load.remote()) for row in batch]
         return records, load
 
     def stats(self) -> list[dict[str, Any]]:
-        return self.ray.get([c.stats.remote() for c in self.live("clouds")])
+        return self.gather("clouds", lambda c: c.stats.remote())
 
     def live_counts(self) -> list[dict[str, Any]]:
         """Requests ended since the last call in each live pool (testbed.live), for the progress line."""
-        return self.ray.get([p.live_counts.remote() for p in self.live("pools")])
+        return self.gather("pools", lambda p: p.live_counts.remote())
 
     def close(self) -> None:
         for actor in self.pools + self.clouds:
@@ -262,6 +278,9 @@ def _run_phase(state: RunState, folder: RunFolder, progress: Progress, actors: A
         _, pending = ray.wait(pending, num_returns=len(pending), timeout=faults.wait_s(POLL_S))
         faults.fire_due()
         _collect(state, folder, progress, actors)
+        faults.note_deaths()
+        if state.trace_rates is not None:
+            state.trace_rates.check()  # a failed rate thread fails the run, with its reason
     _add_records(state, folder, progress, faults.end_phase())
     state.phases_done.append(strategy)
     folder.write_summary(build_summary(state))
@@ -341,6 +360,9 @@ def build_summary(state: RunState) -> dict[str, Any]:
         "split_catalogue": state.replicas[0]["split_catalogue"] if state.replicas else None,
         "accuracy_by_cut": state.replicas[0].get("accuracy_by_cut") if state.replicas else None,
         "phases_done": state.phases_done,
+        "processes": {"pools": {f"pool{p['pool']}": p.get("pid") for p in state.pools},
+                      "replicas": {f"replica{r['replica']}": r.get("pid") for r in state.replicas}},
+        "deaths": state.deaths,
         "strategies": per_strategy,
         "comparison": ratios(per_strategy),
         "groups": summarize_groups(state.records, windows),

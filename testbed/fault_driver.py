@@ -111,6 +111,22 @@ class FaultDriver:
         self._killed_pools[i] = t = self.t()
         self._event(f"device pool {i} killed ({len(self.actors.slices[i])} devices)", t)
 
+    def note_deaths(self) -> None:
+        """Actors found dead by a call (killed by PID, their process lost; testbed.experiment.Actors.gather):
+        handled as if a fault had killed them now. A pool's frames without a record end as failed records at
+        the end of the phase, a replica's devices fail over; both are replaced before the next phase."""
+        while self.actors.deaths:
+            kind, i = self.actors.deaths.pop(0)
+            t = self.t()
+            info = (self.state.pools if kind == "pools" else self.state.replicas)[i]
+            name = "pool" if kind == "pools" else "replica"
+            what = f"{'device pool' if kind == 'pools' else 'replica'} {i} died (pid {info.get('pid')}, not a fault)"
+            self.state.deaths.append({"strategy": self.strategy, "t_s": round(t, 3), "kind": name, "index": i,
+                                      "pid": info.get("pid"), "event": what})
+            if kind == "pools":
+                self._killed_pools.setdefault(i, t)
+            self._event(what, t)
+
     def _start_replica(self, i: int) -> None:
         if i in self._starting or i not in self.actors.down_clouds:
             return
@@ -129,6 +145,7 @@ class FaultDriver:
     def end_phase(self) -> list[dict[str, Any]]:
         """Records for what killed pools lost; the cloud and the pools made whole for the next phase."""
         ray, actors, topo = self.actors.ray, self.actors, self.state.topo
+        self.note_deaths()
         lost: list[dict[str, Any]] = []
         for i, at in self._killed_pools.items():
             ids = set(actors.slices[i])

@@ -25,7 +25,8 @@ REQUEST_COLUMNS = (
 
 LOAD_COLUMNS = (
     "strategy", "replica", "t_s", "arrivals_per_s", "completed_per_s", "queue_depth", "in_flight", "batch_size",
-    "busy_fraction", "rejected", "cpu_percent", "rss_mb", "gpu_util_percent", "gpu_mem_mb",
+    "busy_fraction", "rejected", "refused", "refused_reasons", "cpu_percent", "rss_mb", "gpu_util_percent",
+    "gpu_mem_mb",
 )
 
 

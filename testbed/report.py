@@ -48,7 +48,8 @@ def print_summary(summary: dict[str, Any], out_dir: str, console: Console | None
     for rep in summary["replicas"]:
         console.print(f"replica {rep['replica']} ({rep['device']}): {rep['completed']} requests, mean batch "
                       f"{rep['mean_batch_size']:.2f}, busy {rep['busy_fraction_of_run']:.0%} of the run, "
-                      f"max queue {rep['max_queue_depth']}, rejected {rep['rejected']}")
+                      f"max queue {rep['max_queue_depth']}, rejected {rep['rejected']}"
+                      + (f", refused frames {rep['refused']}" if rep.get("refused") else ""))
     fid = summary["fidelity"]
     console.print(f"link: {summary['backends']['link']}")
     console.print(f"cpu: {summary['backends']['cpu']}")

@@ -22,7 +22,11 @@ MAX_PAYLOAD_BYTES = 64 * 1024 * 1024
 
 
 class ProtocolError(Exception):
-    """The peer sent something that is not a valid frame."""
+    """The peer sent something that is not a valid frame; `reason` counts it (testbed.ingress.REASONS)."""
+
+    def __init__(self, message: str, reason: str = "garbage"):
+        super().__init__(message)
+        self.reason = reason
 
 
 def encode_frame(header: dict[str, Any], payload: bytes = b"") -> bytes:
@@ -30,8 +34,10 @@ def encode_frame(header: dict[str, Any], payload: bytes = b"") -> bytes:
     return PREAMBLE.pack(MAGIC, len(head), len(payload)) + head + payload
 
 
-async def read_frame(reader: asyncio.StreamReader) -> tuple[dict[str, Any], bytes, int]:
-    """Read one frame; returns (header, payload, frame bytes). EOF before a frame -> EOFError."""
+async def read_frame(reader: asyncio.StreamReader, max_header: int = MAX_HEADER_BYTES,
+                     max_payload: int = MAX_PAYLOAD_BYTES) -> tuple[dict[str, Any], bytes, int]:
+    """Read one frame; returns (header, payload, frame bytes). EOF before a frame -> EOFError. A frame
+    declaring more than `max_header` / `max_payload` bytes is refused before any of it is read."""
     try:
         pre = await reader.readexactly(PREAMBLE.size)
     except asyncio.IncompleteReadError as e:
@@ -41,8 +47,9 @@ async def read_frame(reader: asyncio.StreamReader) -> tuple[dict[str, Any], byte
     magic, hlen, plen = PREAMBLE.unpack(pre)
     if magic != MAGIC:
         raise ProtocolError(f"bad magic {magic!r}")
-    if hlen > MAX_HEADER_BYTES or plen > MAX_PAYLOAD_BYTES:
-        raise ProtocolError(f"frame too large (header {hlen} B, payload {plen} B)")
+    if hlen > max_header or plen > max_payload:
+        raise ProtocolError(f"frame too large (header {hlen} B, payload {plen} B; allowed {max_header} B, "
+                            f"{max_payload} B)", "oversized")
     try:
         head = await reader.readexactly(hlen)
         payload = await reader.readexactly(plen) if plen else b""
@@ -50,7 +57,7 @@ async def read_frame(reader: asyncio.StreamReader) -> tuple[dict[str, Any], byte
         raise ProtocolError("truncated frame") from None
     try:
         header = json.loads(head)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: a header nested thousands deep
         raise ProtocolError("header is not JSON") from None
     if not isinstance(header, dict):
         raise ProtocolError("header is not a JSON object")

@@ -4,6 +4,11 @@ and a key path; never any other exception, and the CLI never shows a traceback.
 The shipped topologies are mutated the ways people and scripts break them: a key deleted, a value of another
 type, an unknown key, numbers negative, zero or huge, garbage strings, a mapping where a list belongs (and back),
 file paths (weights, images, traces) that point nowhere.
+
+Every load runs in a forked child under a memory and a CPU-time limit (tests/limits.py), and every CLI run in a
+subprocess under the same limits: a draw that once made the loader allocate until the host OOM-killed pytest
+(`devices.count: 2**63`) is now refused by testbed.bounds, and a regression fails here instead of exhausting
+the machine.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from testbed.config import ConfigError, Topology, load_topology
+from tests.limits import limited, preexec
 
 ROOT = Path(__file__).resolve().parent.parent
 BASES = {name: yaml.safe_load((ROOT / "topologies" / name).read_text())
@@ -30,7 +36,8 @@ FILE_KEYS = ("model.weights", "model.image_dir", "networks.lte.uplink_trace", "n
 SETTINGS = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=30)  # any UTF-8 text (no lone surrogates)
-numbers = st.sampled_from([0, -1, -0.5, 10**30, -(10**30), 1e308, math.inf, -math.inf, math.nan, 2**63, 0.0])
+numbers = st.sampled_from([0, -1, -0.5, 10**30, -(10**30), 1e308, math.inf, -math.inf, math.nan, 2**63, 0.0,
+                           10**6, 10**9])
 scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), text, numbers)
 values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),
                                                        st.dictionaries(st.one_of(text, st.integers()), inner,
@@ -64,7 +71,8 @@ def mutated(draw: st.DrawFn) -> dict[str, Any]:
         path = draw(st.sampled_from(paths))
         parent, key = parent_of(raw, path), path[-1]
         old = parent[key]
-        kind = draw(st.sampled_from(["delete", "retype", "unknown_key", "number", "garbage", "nesting", "file"]))
+        kind = draw(st.sampled_from(["delete", "retype", "unknown_key", "number", "garbage", "nesting", "file",
+                                     "aliases"]))
         if kind == "delete":
             del parent[key]
         elif kind == "retype":
@@ -76,6 +84,12 @@ def mutated(draw: st.DrawFn) -> dict[str, Any]:
             parent[key] = draw(numbers)
         elif kind == "garbage":
             parent[key] = draw(st.one_of(text, st.sampled_from(["\x00", "../../etc/passwd", " ", "~", "{", "-1"])))
+        elif kind == "aliases":  # shared lists: safe_dump writes anchors, a few hundred bytes expanding to 9**k
+            bomb: Any = ["x" * 8]
+            for _ in range(draw(st.integers(2, 8))):
+                bomb = [bomb] * 9
+            parent[key] = bomb
+            break  # walking it again here (node_paths) would expand it
         elif kind == "nesting":
             parent[key] = [old] if isinstance(old, dict) else {"value": old} if isinstance(old, list) else [[old]]
         else:
@@ -111,6 +125,11 @@ def write(raw: dict[str, Any], folder: str) -> Path:
 
 
 def check(path: Path) -> None:
+    """`_check` in a child under a memory and a CPU limit."""
+    limited(_check, path, mem_mb=600, cpu_s=20, wall_s=40)
+
+
+def _check(path: Path) -> None:
     """Valid, or a ConfigError naming the file and, for every problem, a key path."""
     try:
         topo = load_topology(path)
@@ -137,7 +156,8 @@ def test_cli_validate_exits_0_or_2_without_a_traceback(raw):
     with tempfile.TemporaryDirectory() as folder:
         path = write(raw, folder)
         proc = subprocess.run([sys.executable, str(ROOT / "run.py"), str(path), "--validate"], capture_output=True,
-                              text=True, timeout=60, cwd=ROOT)
+                              text=True, timeout=60, cwd=ROOT,
+                              preexec_fn=preexec(mem_mb=3072, cpu_s=40))
     assert proc.returncode in (0, 2), proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     assert (f"{path}: valid" in proc.stdout) if proc.returncode == 0 else (f"{path}: " in proc.stderr)

@@ -288,15 +288,17 @@ def _rmdir_if_empty(path: str) -> bool:
         raise
 
 
-def sweep(prefix: str = PREFIX, support: CgroupSupport | None = None) -> list[str]:
-    """Remove `<root>/<prefix>*` groups left by a killed run (their threads go to the root first, deepest first)."""
+def sweep(prefix: str = PREFIX, support: CgroupSupport | None = None,
+          keep: Callable[[str], bool] | None = None) -> list[str]:
+    """Remove `<root>/<prefix>*` groups left by a killed run (their threads go to the root first, deepest first);
+    a top-level group for which `keep(name)` is true is left alone (a live run's, throttling.cleanup)."""
     support = support if support is not None else detect()
     if not support.writable or support.root is None:
         return []
     root, removed = support.root, []
     for entry in sorted(os.listdir(root)):
         top = os.path.join(root, entry)
-        if not entry.startswith(prefix) or not os.path.isdir(top):
+        if not entry.startswith(prefix) or not os.path.isdir(top) or (keep is not None and keep(entry)):
             continue
         for dirpath, _, _ in os.walk(top, topdown=False):
             if _drain_and_rmdir(support, dirpath, root):

@@ -236,6 +236,13 @@ class TraceRates:
                 self.error = e
                 return
 
+    def check(self) -> None:
+        """Raise what stopped the update thread: a run must not go on with rates that no longer follow the
+        traces (the driver calls this every poll)."""
+        if self.error is not None:
+            raise NetnsError(f"trace rates stopped updating after {self.updates} updates: "
+                             f"{type(self.error).__name__}: {self.error}")
+
     def __exit__(self, *exc: Any) -> None:
         self._stop.set()
         self._thread.join(timeout=5)

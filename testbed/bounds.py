@@ -1,0 +1,332 @@
+"""What a topology may ask for: upper bounds on every number, limits on the YAML text, usable files.
+
+A topology is data from outside. Before anything walks it, the text is limited in size, nesting depth and
+alias expansion (`load_yaml`, as hardened YAML loaders do: a document whose aliases expand past a node
+budget is refused, never expanded). After the schema has typed it, every count, rate, duration and size is
+held against an upper bound that follows from what a run can do (`topology_problems`): devices a /16 subnet
+and the pools can hold, replicas the cluster can place, requests that fit in the driver's records. Files it
+names must be regular files within a size limit (`file_problem`): a FIFO would block the reader forever, a
+device file never ends, a sparse file of gigabytes would be read whole.
+
+Pure functions with no Ray and no torch; `testbed.config` calls them and reports what they find the same
+way as every other problem (file, key path, value, what is allowed), exit 2 from run.py.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import stat
+from typing import Any
+
+import yaml
+
+MAX_TOPOLOGY_BYTES = 256 << 10  # real topologies are a few KB; 256 KiB parse in under a second
+MAX_YAML_DEPTH = 32  # the schema nests 5 levels deep (networks.<n>.radio.tail[i].ms)
+MAX_YAML_NODES = 50_000  # scalars, lists and mappings after every alias is expanded where it is used
+MAX_TRACE_BYTES = 64 << 20  # the largest Mahimahi trace here is 3.4 MB (TMobile-LTE-driving.down)
+MAX_WEIGHTS_BYTES = 2 << 30  # a ResNet-50 state dict is about 100 MB
+MAX_IMAGE_BYTES = 64 << 20
+MAX_IMAGE_FILES = 10_000  # files looked at under model.image_dir (the pools decode every image they use)
+
+MAX_DEVICES = 65_533  # what a /16 subnet holds besides the cloud (the tc backend's default subnet)
+MAX_POOLS = 1_000  # one process each (about 0.5 GB with its model)
+MAX_REPLICAS = 256  # one process and one model each
+MAX_PLANNED_REQUESTS = 2_000_000  # every request ends as one record the driver keeps (about 2.5 KB each)
+WEEK_S = 7 * 86_400.0
+SEED = 2**63 - 1
+
+# key path (list index: [*], free mapping key: *) -> (largest allowed |value|, why)
+LIMITS: dict[str, tuple[float, str]] = {
+    "duration_s": (WEEK_S, "a week per phase"),
+    "warmup_s": (WEEK_S, "a week per phase"),
+    "request_timeout_s": (86_400.0, "a day"),
+    "devices[*].count": (MAX_DEVICES, "the devices a /16 subnet holds"),
+    "devices[*].arrival.rate_hz": (1_000.0, "a frame per ms per device"),
+    "devices[*].arrival.seed": (SEED, "a 64-bit seed"),
+    "devices[*].link.uplink_mbps": (100_000.0, "100 Gbit/s"),
+    "devices[*].link.downlink_mbps": (100_000.0, "100 Gbit/s"),
+    "devices[*].link.rtt_ms": (600_000.0, "10 minutes"),
+    "devices[*].link.jitter_ms": (600_000.0, "10 minutes"),
+    "devices[*].link.trace_offset_ms": (WEEK_S * 1000, "a week"),
+    "networks.*.uplink_mbps": (100_000.0, "100 Gbit/s"),
+    "networks.*.downlink_mbps": (100_000.0, "100 Gbit/s"),
+    "networks.*.rtt_ms": (600_000.0, "10 minutes"),
+    "networks.*.jitter_ms": (600_000.0, "10 minutes"),
+    "networks.*.trace_offset_ms": (WEEK_S * 1000, "a week"),
+    "networks.*.radio.alpha_up_mw_per_mbps": (1e6, "1 kW per Mbit/s"),
+    "networks.*.radio.alpha_down_mw_per_mbps": (1e6, "1 kW per Mbit/s"),
+    "networks.*.radio.beta_mw": (1e6, "1 kW"),
+    "networks.*.radio.promotion_ms": (600_000.0, "10 minutes"),
+    "networks.*.radio.promotion_mw": (1e6, "1 kW"),
+    "networks.*.radio.tail[*].ms": (600_000.0, "10 minutes"),
+    "networks.*.radio.tail[*].mw": (1e6, "1 kW"),
+    "device_classes.*.compute_power_w": (10_000.0, "10 kW"),
+    "device_classes.*.full_model_ms": (3_600_000.0, "an hour per frame"),
+    "model.seed": (SEED, "a 64-bit seed"),
+    "model.butterfly_channels": (4_096, "more than any split point has"),
+    "train.epochs": (10_000, "ten thousand epochs"),
+    "train.finetune_epochs": (10_000, "ten thousand epochs"),
+    "train.max_steps_per_epoch": (10_000_000, "ten million steps"),
+    "train.batch_size": (65_536, "64 Ki images"),
+    "train.lr": (1_000.0, "a learning rate of 1000"),
+    "train.distill_temperature": (1_000.0, "a temperature of 1000"),
+    "train.channels[*]": (4_096, "more than any split point has"),
+    "train.seed": (SEED, "a 64-bit seed"),
+    "cloud.replicas": (MAX_REPLICAS, "one process and model copy each"),
+    "cloud.max_batch_size": (1_024, "1024 items per batch"),
+    "cloud.max_batch_wait_ms": (60_000.0, "a minute"),
+    "cloud.queue_limit": (1_000_000, "a million queued jobs"),
+    "cloud.torch_threads": (1_024, "1024 threads"),
+    "cloud.num_cpus": (10_000.0, "10,000 CPUs"),
+    "cloud.num_gpus": (1_024.0, "1024 GPUs"),
+    "cloud.resources.*": (1e6, "a million units"),
+    "cloud.replay_speed": (1e6, "a million times this host"),
+    "pools.devices_per_pool": (MAX_DEVICES, "every device in one pool"),
+    "pools.torch_threads": (1_024, "1024 threads"),
+    "pools.num_cpus": (10_000.0, "10,000 CPUs"),
+    "pools.resources.*": (1e6, "a million units"),
+    "throttling.trace_update_ms": (3_600_000.0, "an hour"),
+    "references[*].latency_x": (1e6, "a million times"),
+    "references[*].energy_x": (1e6, "a million times"),
+    "policy.energy_weight_ms_per_mj": (1e9, "1e9 ms per mJ"),
+    "policy.bandwidth_window": (10_000, "10,000 requests"),
+    "policy.estimate_ttl_s": (86_400.0, "a day"),
+    "faults[*].at_s": (2 * WEEK_S, "warm-up + duration"),
+    "faults[*].duration_s": (2 * WEEK_S, "warm-up + duration"),
+    "faults[*].devices[*]": (MAX_DEVICES, "the largest device id"),
+    "faults[*].replica": (MAX_REPLICAS, "the largest replica index"),
+    "faults[*].pool": (MAX_POOLS, "the largest pool index"),
+}
+# Numbers whose range the schema already closes (a percentage, a fraction, a JPEG quality, a zstd level)
+CLOSED = ("loss_pct", "speed", "zstd_level", "jpeg_quality", "input_size", "test_fraction", "shift_px",
+          "distill_weight", "rate_factor")
+LENGTHS: dict[str, int] = {"devices": 1_000, "networks": 1_000, "device_classes": 1_000, "faults": 1_000,
+                           "references": 1_000, "train.channels": 64, "train.codecs": 3, "strategies": 64,
+                           "policy.cuts": 64, "networks.*.radio.tail": 64, "faults[*].devices": MAX_DEVICES,
+                           "faults[*].strategies": 64, "cloud.resources": 64, "pools.resources": 64}
+MAX_TEXT_CHARS = 4_096  # any string: names, paths, sources
+FREE_KEYS = ("networks", "device_classes", "resources")  # mappings whose keys the user names
+
+
+class YamlLimit(ValueError):
+    """A YAML text beyond the size, depth or alias-expansion limits; `path` is the key path where known."""
+
+    def __init__(self, message: str, path: str = ""):
+        super().__init__(message)
+        self.path = path
+
+
+# ---------------------------------------------------------------- YAML text
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that stops composing past MAX_YAML_DEPTH (the composer recurses: 10,000 levels would raise
+    RecursionError) and past MAX_YAML_NODES nodes composed."""
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self._depth = 0
+        self._composed = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth += 1
+        self._composed += 1
+        if self._depth > MAX_YAML_DEPTH or self._composed > MAX_YAML_NODES:
+            line = self.peek_event().start_mark.line + 1
+            what = f"nested more than {MAX_YAML_DEPTH} levels deep" if self._depth > MAX_YAML_DEPTH \
+                else f"more than {MAX_YAML_NODES} nodes"
+            raise YamlLimit(f"line {line}: {what}")
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def load_yaml(text: str) -> Any:
+    """yaml.safe_load within the limits; YamlLimit (a ValueError) or yaml.YAMLError otherwise."""
+    if len(text) > MAX_TOPOLOGY_BYTES:
+        raise YamlLimit(f"{len(text)} characters; allowed: at most {MAX_TOPOLOGY_BYTES}")
+    loader = _BoundedLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        expanded_size(node)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def expanded_size(root: yaml.Node) -> int:
+    """Nodes of the document with every alias expanded where it is used (memoised, so an alias bomb is
+    counted in linear time, never expanded); YamlLimit past MAX_YAML_NODES or MAX_YAML_DEPTH, naming the key
+    path where the expansion happens, or on an alias that contains itself."""
+    size: dict[int, tuple[int, int]] = {}  # id(node) -> (expanded nodes, expanded depth), both capped
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        kids = _children(node)
+        if done:
+            on_path.discard(key)
+            n = 1 + sum(size[id(k)][0] for k in kids)
+            depth = 1 + max((size[id(k)][1] for k in kids), default=0)
+            size[key] = (min(n, MAX_YAML_NODES + 1), min(depth, MAX_YAML_DEPTH + 1))
+            continue
+        if key in size:
+            continue
+        if key in on_path:
+            raise YamlLimit("an alias refers to a node that contains it (a recursive document)")
+        on_path.add(key)
+        stack.append((node, True))
+        stack += [(k, False) for k in kids if id(k) not in size]
+    n, depth = size[id(root)]
+    if n > MAX_YAML_NODES:
+        raise YamlLimit(f"aliases expand to more than {MAX_YAML_NODES} nodes", _where(root, size))
+    if depth > MAX_YAML_DEPTH:
+        raise YamlLimit(f"aliases expand to more than {MAX_YAML_DEPTH} levels deep")
+    return n
+
+
+def _where(node: yaml.Node, size: dict[int, tuple[int, int]]) -> str:
+    """The key path of the deepest mapping value that alone expands past the node budget."""
+    from testbed.config import format_key_path
+
+    parts: list[Any] = []
+    while isinstance(node, yaml.MappingNode):
+        over = [(k, v) for k, v in node.value if size[id(v)][0] > MAX_YAML_NODES]
+        if not over:
+            break
+        k, node = over[0]
+        parts.append(k.value if isinstance(k, yaml.ScalarNode) else "?")
+    return format_key_path(parts)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
+
+
+# ---------------------------------------------------------------- files
+def file_problem(path: str, max_bytes: int, folder: bool = False) -> str | None:
+    """Why `path` is not a regular file (a folder, with `folder`) within max_bytes; None when it is. Uses
+    os.stat, never open(): a FIFO would block the opener until a writer comes."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return "no such folder" if folder else "no such file"
+    except (OSError, ValueError) as e:  # a name too long, a NUL byte, no permission
+        return f"not a usable path: {getattr(e, 'strerror', None) or e}"
+    if folder:
+        return None if stat.S_ISDIR(st.st_mode) else f"not a folder ({_kind(st.st_mode)})"
+    if not stat.S_ISREG(st.st_mode):
+        return f"not a regular file ({_kind(st.st_mode)}); allowed: a regular file"
+    if st.st_size > max_bytes:
+        return f"{st.st_size:,} bytes; allowed: a regular file of at most {max_bytes:,} bytes"
+    return None
+
+
+def _kind(mode: int) -> str:
+    kinds = ((stat.S_ISREG, "a file"), (stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"),
+             (stat.S_ISCHR, "a device file"), (stat.S_ISBLK, "a device file"), (stat.S_ISSOCK, "a socket"))
+    for test, name in kinds:
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def image_dir_problems(folder: str) -> list[str]:
+    """What is wrong under model.image_dir: image files that are not regular files within MAX_IMAGE_BYTES, or
+    more than MAX_IMAGE_FILES entries (the walk stops there, so a huge tree cannot keep validation busy)."""
+    from testbed.frames import IMAGE_SUFFIXES
+
+    out: list[str] = []
+    seen = 0
+    pending = [folder]
+    while pending:
+        try:
+            entries = list(os.scandir(pending.pop()))
+        except OSError as e:
+            out.append(f"cannot list {e.filename}: {e.strerror}")
+            continue
+        for entry in entries:
+            seen += 1
+            if seen > MAX_IMAGE_FILES:
+                return out + [f"more than {MAX_IMAGE_FILES} entries; allowed: at most {MAX_IMAGE_FILES}"]
+            if entry.is_dir(follow_symlinks=False):
+                pending.append(entry.path)
+            elif os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
+                if problem := file_problem(entry.path, MAX_IMAGE_BYTES):
+                    out.append(f"{entry.path}: {problem}")
+    return out
+
+
+# ---------------------------------------------------------------- numbers
+def topology_problems(topo: Any) -> list[tuple[str, str, Any]]:
+    """(key path, what is allowed, value) for every number, list or text beyond its bound, then the totals
+    that follow from them (devices, pools, planned requests). `topo` is a validated Topology."""
+    from testbed.config import format_key_path
+
+    out: list[tuple[str, str, Any]] = []
+    for parts, pattern, value in _leaves(topo.model_dump(), (), ()):
+        key = format_key_path(parts)
+        if isinstance(value, list | dict):
+            limit = LENGTHS.get(pattern)
+            if limit is not None and len(value) > limit:
+                out.append((key, f"{len(value)} entries; allowed: at most {limit}", f"<{len(value)} entries>"))
+        elif isinstance(value, str):
+            if len(value) > MAX_TEXT_CHARS:
+                out.append((key, f"{len(value)} characters; allowed: at most {MAX_TEXT_CHARS} characters",
+                            value[:40] + "..."))
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            if isinstance(value, float) and not math.isfinite(value):
+                out.append((key, "allowed: a finite number", value))
+            elif pattern in LIMITS and abs(value) > LIMITS[pattern][0]:
+                bound, why = LIMITS[pattern]
+                out.append((key, f"too large; allowed: at most {bound:g} ({why})", value))
+    return out or _total_problems(topo)
+
+
+def _leaves(node: Any, parts: tuple[Any, ...], pattern: tuple[str, ...]) -> Any:
+    """(key parts, pattern, value) for every node; list indices become [*] and user-named keys * in the
+    pattern. Lists and mappings are yielded too (for their length)."""
+    if parts:
+        yield parts, _pattern(pattern), node
+    if isinstance(node, dict):
+        free = bool(parts) and parts[-1] in FREE_KEYS
+        for k, v in node.items():
+            yield from _leaves(v, (*parts, k), (*pattern, "*" if free else str(k)))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _leaves(v, (*parts, i), (*pattern, "[*]"))
+
+
+def _pattern(pattern: tuple[str, ...]) -> str:
+    out = ""
+    for p in pattern:
+        out += p if p == "[*]" else (f".{p}" if out else p)
+    return out
+
+
+def _total_problems(topo: Any) -> list[tuple[str, str, Any]]:
+    """Bounds on what the numbers add up to."""
+    out: list[tuple[str, str, Any]] = []
+    n = topo.device_count
+    if n > MAX_DEVICES:
+        out.append(("devices", f"{n} devices in all; allowed: at most {MAX_DEVICES} (a /16 subnet)", n))
+        return out
+    pools = -(-n // topo.pools.devices_per_pool)
+    if pools > MAX_POOLS:
+        out.append(("pools.devices_per_pool", f"{n} devices make {pools} pools; allowed: at most {MAX_POOLS} "
+                    f"pools (one process each): at least {-(-n // MAX_POOLS)} devices per pool",
+                    topo.pools.devices_per_pool))
+    horizon = topo.warmup_s + topo.duration_s
+    planned = len(topo.strategies) * horizon * sum(g.count * g.arrival.rate_hz for g in topo.devices)
+    if planned > MAX_PLANNED_REQUESTS:
+        out.append(("duration_s", f"plans {planned:.3g} requests (devices x rate_hz x (warmup_s + duration_s) x "
+                    f"strategies); allowed: at most {MAX_PLANNED_REQUESTS:,}, one record each in the driver",
+                    topo.duration_s))
+    return out
