@@ -695,15 +695,24 @@ def load_topology(path: str | Path, overrides: list[str] | tuple[str, ...] = ())
         raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise ConfigError(file, [Problem("", f"not valid YAML: {e}")]) from None
+    return topology_from_dict(raw, overrides, file, path.parent)
+
+
+def topology_from_dict(raw: Any, overrides: list[str] | tuple[str, ...] = (), file: str = "<dict>",
+                       base: Path | None = None) -> Topology:
+    """The same overrides, profiles and checks as a file (testbed.api passes a dict); `raw` is not modified.
+    Relative paths are read from `base` (the topology file's folder; the working folder for a dict)."""
     if not isinstance(raw, dict):
         raise ConfigError(file, [Problem("", "the file must hold a mapping of keys", raw, True)])
+    raw = copy.deepcopy(raw)
     for assignment in overrides:
         try:
             apply_override(raw, assignment)
         except ValueError as e:
             raise ConfigError(file, [Problem("", str(e))]) from None
-    _resolve_paths(raw, path.parent)
-    _resolve_train_data(raw, path.parent)
+    base = Path.cwd() if base is None else base
+    _resolve_paths(raw, base)
+    _resolve_train_data(raw, base)
     try:
         topo = Topology.model_validate(_with_profiles(raw))
     except ValidationError as e:
