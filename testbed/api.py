@@ -9,7 +9,8 @@
 It is the CLI's code path, not a second one: the same loader and overrides (testbed.config), the same
 `run_experiment` writing the same results folder, and the same readers the reports use. Errors are
 the exceptions the CLI turns into exit status 2: ConfigError for a bad topology or override,
-BackendUnavailable / CpuCapUnavailable for a throttling backend this host lacks, ReportError for a
+BackendUnavailable / CpuCapUnavailable for a throttling backend this host lacks, ClusterAuthError for a
+cluster that refused this driver's Ray token, ReportError for a
 folder that holds no results. A run's progress is printed through rich, which writes to a terminal
 and to a Jupyter cell alike.
 """
@@ -27,10 +28,11 @@ import pandas as pd
 from testbed.config import ConfigError, RaySpec, Topology, topology_from_dict
 from testbed.config import load_topology as _load_file
 from testbed.html_report import ReportError
+from testbed.ray_runtime import ClusterAuthError
 from testbed.results import read_summary
 
-__all__ = ["ConfigError", "ReportError", "Results", "StrategySummary", "Summary", "compare", "load_topology",
-           "open_results", "run"]
+__all__ = ["ClusterAuthError", "ConfigError", "ReportError", "Results", "StrategySummary", "Summary", "compare",
+           "load_topology", "open_results", "run"]
 
 Overrides = Mapping[str, Any] | list[str] | tuple[str, ...]  # {key.path: value} or ["key.path=value", ...]
 
