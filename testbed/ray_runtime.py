@@ -122,7 +122,7 @@ def auth_mode() -> str | None:
     """This process's Ray authentication mode ("token" or "disabled"), the cluster's when it joined one."""
     try:
         from ray._private.authentication.authentication_utils import get_authentication_mode_name
-        from ray._raylet import get_authentication_mode
+        from ray._raylet import get_authentication_mode  # type: ignore[attr-defined]
 
         return str(get_authentication_mode_name(get_authentication_mode()))
     except ImportError:  # a Ray without token authentication
