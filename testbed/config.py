@@ -21,6 +21,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from testbed import profiles, split_policy
+from testbed.population import Population, PopulationCsvError, draws
 
 STRATEGIES = ("cloud_only", "butterfly", "split", "device_only", "best_static", "dynamic")  # and static:<cut>
 SPLIT_POINTS = ("layer1", "layer2", "layer3", "layer4")
@@ -137,6 +138,7 @@ class DeviceGroup(_Frozen):
     network: str
     link: LinkOverride = LinkOverride()
     arrival: Arrival
+    population: Population | None = None  # per-device compute and rates (testbed/population.py)
 
 
 class Codec(_Frozen):
@@ -391,7 +393,7 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
 
 
 # ---------------------------------------------------------------- loading
-PATH_KEYS = ("weights", "image_dir", "uplink_trace", "downlink_trace")
+PATH_KEYS = ("weights", "image_dir", "uplink_trace", "downlink_trace", "csv")
 
 
 def _resolve_paths(node: Any, base: Path) -> None:
@@ -521,6 +523,7 @@ def _cross_checks(topo: Topology) -> list[Problem]:
     problems += _subnet_problems(topo)
     problems += _train_problems(topo)
     problems += _fault_problems(topo)
+    problems += _population_problems(topo)
     if topo.pools.compute == "replay" and topo.throttling.cpu == "cgroup":
         problems.append(Problem("throttling.cpu", "cgroup caps need real device compute; pools.compute is replay",
                                 "cgroup", True))
@@ -533,6 +536,23 @@ def _cross_checks(topo: Topology) -> list[Problem]:
     if topo.cloud.device == "cuda" and topo.cloud.num_gpus <= 0:
         problems.append(Problem("cloud.num_gpus", "must be > 0 when cloud.device is cuda",
                                 topo.cloud.num_gpus, True))
+    return problems
+
+
+def _population_problems(topo: Topology) -> list[Problem]:
+    """A population CSV is read here, so a bad row stops the run before anything starts."""
+    problems = []
+    for i, g in enumerate(topo.devices):
+        if g.population is None:
+            continue
+        try:
+            draws(g.population, g.count, g.name or f"group{i}")
+        except PopulationCsvError as e:
+            problems.append(Problem(f"devices[{i}].population.csv", str(e)))
+        if topo.throttling.cpu != "timescale":
+            problems.append(Problem("throttling.cpu", f"devices[{i}] has a population: per-device compute is "
+                                    "time-scaled (cgroup caps are per class); use timescale", topo.throttling.cpu,
+                                    True))
     return problems
 
 

@@ -19,7 +19,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from testbed import htmlkit, load_report, policy_plot, report, sweep
+from testbed import htmlkit, load_report, policy_plot, population_plot, report, sweep
 from testbed.metrics import ENERGY_PARTS
 from testbed.results import read_rows, read_summary
 
@@ -106,6 +106,8 @@ def run_figures(summary: dict[str, Any], records: list[dict[str, Any]]) -> list[
         ("energy", "Mean device energy per request", _energy_figure(measured, strategies)),
         ("cuts", "Split policies: the cut each request used, and the devices' uplink estimate",
          policy_plot.cuts_figure(records, strategies)),
+        ("population", "Latency against each device's own compute time and uplink (device population)",
+         population_plot.population_figure(summary, measured, strategies)),
     ]
 
 
