@@ -110,3 +110,39 @@ def test_a_run_records_each_devices_own_values(tmp_path):
         assert (mine.device_full_model_ms == d["device_full_model_ms"]).all()
     assert "population" in res.figures()
     assert "device population" in (tmp_path / "run" / "report.html").read_text()
+
+
+def test_fedscale_capacity_converts_to_a_population_the_loader_reads(tmp_path, capsys):
+    import pickle
+
+    from testbed.fedscale import main
+
+    capacity = {432802: {"computation": 162.0, "communication": 5648.1}, 7: {"computation": 40.5,
+                                                                             "communication": 900.0}}
+    trace = tmp_path / "client_device_capacity"
+    trace.write_bytes(pickle.dumps(capacity))
+    out = tmp_path / "pop.csv"
+    assert main([str(trace), str(out), "--compute-scale", "2"]) == 0
+    assert "data-only unpickler" in capsys.readouterr().err  # it says that it unpickles
+    specs = device_table(sb.load_topology(_smoke({"csv": str(out)}, count=2)))
+    assert [device_values(s) for s in specs[:2]] == [
+        {"device_full_model_ms": 324.0, "device_uplink_kbps": 5648.1, "device_downlink_kbps": 5648.1},  # "432802"
+        {"device_full_model_ms": 81.0, "device_uplink_kbps": 900.0, "device_downlink_kbps": 900.0}]
+
+
+def test_a_pickle_that_would_run_code_is_refused_not_run(tmp_path, capsys):
+    import os
+    import pickle
+
+    from testbed.fedscale import main
+
+    marker = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    trace = tmp_path / "evil"
+    trace.write_bytes(pickle.dumps({"1": Evil()}))
+    assert main([str(trace), str(tmp_path / "pop.csv")]) == 2
+    assert "refused to load" in capsys.readouterr().err and not marker.exists()
