@@ -29,6 +29,7 @@ class DeviceSpec:
     full_model_ms: float | None  # absolute profile: the run derives the speed from the host's time
     radio: RadioModel
     arrival: Arrival
+    offline_s: tuple[tuple[float, float], ...] = ()  # a population's on/off intervals: away (no frames) in these
 
     def uplink(self) -> LinkDirection:
         return _direction(self.link, self.link.uplink_mbps, self.link.uplink_trace, f"{self.device_id}:up")
@@ -65,7 +66,7 @@ def device_table(topo: Topology) -> list[DeviceSpec]:
         for d in own:
             full_ms, dev_link = _own_values(d, dc.full_model_ms, link)
             out.append(DeviceSpec(len(out), group, g.device_class, dev_link, dc.speed, dc.compute_power_w,
-                                  full_ms, radio, g.arrival))
+                                  full_ms, radio, g.arrival, d.offline_s if d is not None else ()))
     return out
 
 

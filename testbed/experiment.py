@@ -363,7 +363,8 @@ def _population_summary(state: RunState) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for spec in device_table(state.topo) if any(groups.values()) else []:
         if groups.get(spec.group) is not None:
-            out.setdefault(spec.group, []).append({"device_id": spec.device_id, **state.device_values[spec.device_id]})
+            out.setdefault(spec.group, []).append({"device_id": spec.device_id, **state.device_values[spec.device_id],
+                                                   "offline_s": [list(iv) for iv in spec.offline_s]})
     return out
 
 

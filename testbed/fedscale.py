@@ -10,8 +10,7 @@ the downlink. `computation` is FedScale's time for its own workload, not a ResNe
 The file is a Python pickle. It is read with an unpickler that refuses every class and function (only
 dicts, lists, numbers and strings load), so a file that tries to run code fails instead of running it;
 the command says that it unpickles. A JSON file with the same mapping needs no unpickling at all.
-FedScale's availability trace (`client_behave_trace`) is not converted: populations have no on/off
-intervals yet.
+FedScale's availability trace (`client_behave_trace`) is not converted yet into the CSV's `offline_s`.
 """
 
 from __future__ import annotations

@@ -7,8 +7,9 @@ of one class-wide figure. Either seeded distributions:
     population: {seed: 3, compute_ms: {dist: lognormal, median: 150, sigma: 0.4},
                  uplink_kbps: {dist: lognormal, median: 5000, sigma: 0.8}}
 
-or a CSV with one row per device (`device,compute_ms,uplink_kbps,downlink_kbps`; the group's count
-rows are used in order). A value a population leaves out keeps the class's or the network's figure.
+or a CSV with one row per device (`device,compute_ms,uplink_kbps,downlink_kbps`, and optionally
+`offline_s`: `start-end;start-end` seconds of each phase when the device is away and generates no frames;
+the group's count rows are used in order). A value a population leaves out keeps the class's or the network's figure.
 Pure functions of the config: the driver, the pools and the tests draw the same values.
 """
 
@@ -82,6 +83,7 @@ class DeviceDraw:
     compute_ms: float | None
     uplink_kbps: float | None
     downlink_kbps: float | None
+    offline_s: tuple[tuple[float, float], ...] = ()  # [start, end) on each phase's clock: the device is away
 
 
 class PopulationCsvError(ValueError):
@@ -101,7 +103,8 @@ def draws(pop: Population, count: int, group: str) -> list[DeviceDraw]:
         d: Distribution | None = getattr(pop, name)
         rng = random.Random(f"{pop.seed}:{group}:{name}")
         columns[name] = [None if d is None else round(d.draw(rng), 3) for _ in range(count)]
-    return [DeviceDraw(*(columns[n][i] for n in FIELDS)) for i in range(count)]
+    return [DeviceDraw(columns["compute_ms"][i], columns["uplink_kbps"][i], columns["downlink_kbps"][i])
+            for i in range(count)]
 
 
 def read_csv(path: Path) -> list[DeviceDraw]:
@@ -129,7 +132,28 @@ def read_csv(path: Path) -> list[DeviceDraw]:
             if not v > 0 or math.isinf(v):
                 raise PopulationCsvError(f"{path}:{line}: column {col}: must be a positive number (got {cell})")
             values.append(v)
-        out.append(DeviceDraw(*values))
+        out.append(DeviceDraw(values[0], values[1], values[2],
+                              _intervals(path, line, (row.get("offline_s") or "").strip())))
     if not out:
         raise PopulationCsvError(f"{path}: no device rows")
     return out
+
+
+def _intervals(path: Path, line: int, cell: str) -> tuple[tuple[float, float], ...]:
+    """`offline_s`: `start-end` pairs (s from the phase's start, warm-up included) separated by `;`, in order and
+    not overlapping; empty: always available."""
+    out: list[tuple[float, float]] = []
+    for part in filter(None, (p.strip() for p in cell.split(";"))):
+        a, sep, b = part.partition("-")
+        try:
+            start, end = float(a), float(b)
+        except ValueError:
+            start = end = math.nan
+        where = f"{path}:{line}: column offline_s: {part!r}"
+        if not sep or math.isnan(start) or math.isnan(end) or not 0 <= start < end:
+            raise PopulationCsvError(f"{where}: expected start-end seconds with 0 <= start < end")
+        if out and start < out[-1][1]:
+            raise PopulationCsvError(f"{where}: overlaps or precedes the interval before it "
+                                     f"({out[-1][0]:g}-{out[-1][1]:g}); give intervals in order, not overlapping")
+        out.append((start, end))
+    return tuple(out)

@@ -65,6 +65,9 @@ def test_a_csv_population_reproduces_its_rows_exactly(tmp_path):
     ("device,compute_ms,uplink_kbps\n0,100,1000\n", ":1: missing column(s) downlink_kbps"),
     ("device,compute_ms,uplink_kbps,downlink_kbps\n0,100,1000,2000\n1,100,-5,2000\n", ":3: column uplink_kbps"),
     ("device,compute_ms,uplink_kbps,downlink_kbps\n0,fast,1000,2000\n", ":2: column compute_ms: not a number"),
+    ("device,compute_ms,uplink_kbps,downlink_kbps,offline_s\n0,100,1000,2000,2-5;4-8\n",
+     ":2: column offline_s: '4-8': overlaps"),
+    ("device,compute_ms,uplink_kbps,downlink_kbps,offline_s\n0,100,1000,2000,5-2\n", ":2: column offline_s: '5-2'"),
 ])
 def test_a_bad_population_csv_exits_2_naming_file_line_and_column(tmp_path, text, where):
     csv_path = tmp_path / "pop.csv"
@@ -102,7 +105,7 @@ def test_a_run_records_each_devices_own_values(tmp_path):
     assert res.summary.status == "complete"
     listed = res.summary.raw["device_population"]["lte"]
     expected = [device_values(s) for s in device_table(topo)[:3]]
-    assert [{k: v for k, v in d.items() if k != "device_id"} for d in listed] == expected
+    assert [{k: v for k, v in d.items() if k not in ("device_id", "offline_s")} for d in listed] == expected
     req = res.requests
     for d in listed:
         mine = req[req.device_id == d["device_id"]]
@@ -146,3 +149,19 @@ def test_a_pickle_that_would_run_code_is_refused_not_run(tmp_path, capsys):
     trace.write_bytes(pickle.dumps({"1": Evil()}))
     assert main([str(trace), str(tmp_path / "pop.csv")]) == 2
     assert "refused to load" in capsys.readouterr().err and not marker.exists()
+
+
+def test_offline_intervals_come_from_the_csv_and_remove_the_frames_inside_them(tmp_path):
+    from testbed.faults import planned_arrivals
+
+    path = tmp_path / "pop.csv"
+    path.write_text("device,compute_ms,uplink_kbps,downlink_kbps,offline_s\n"
+                    "0,100,1000,2000,1-3;4.5-6\n1,100,1000,2000,\n2,100,1000,2000,0-7\n")
+    topo = sb.load_topology(_smoke({"csv": str(path)}), {"devices[0].arrival.rate_hz": 4})
+    specs = device_table(topo)
+    assert [s.offline_s for s in specs[:3]] == [((1.0, 3.0), (4.5, 6.0)), (), ((0.0, 7.0),)]
+    frames = planned_arrivals(topo, "butterfly", 0, [0, 1, 2])
+    times = {d: [t for dd, t in frames if dd == d] for d in (0, 1, 2)}
+    assert times[2] == []  # away for the whole phase (warm-up 1 s + 6 s)
+    assert all(not (1 <= t < 3 or 4.5 <= t < 6) for t in times[0]) and len(times[0]) >= 10
+    assert len(times[1]) > len(times[0])  # the same rate, always available
