@@ -89,3 +89,22 @@ def test_a_driver_without_the_token_exits_2_saying_how_to_give_it(token_cluster,
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "ray.address" in proc.stderr and "refused the connection" in proc.stderr
     assert "RAY_AUTH_MODE=token" in proc.stderr and "RAY_AUTH_TOKEN_PATH" in proc.stderr
+
+
+def test_with_authentication_off_on_every_node_and_the_driver_the_recipe_runs_too(tmp_path):
+    base = Path(tempfile.mkdtemp(prefix="sbd-", dir="/tmp"))
+    env = _clean_env(base) | {"RAY_AUTH_MODE": "disabled"}  # HOME without a token: nothing to find
+    c = CliCluster(base / "ray", env)
+    try:
+        c.start_head()
+        c.wait_nodes(1)
+        c.add_node("--num-cpus", "2", "--resources", '{"edge": 2, "cloud": 1}')
+        c.wait_nodes(2)
+        proc = _run(c, env, tmp_path / "run")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        s = json.loads((tmp_path / "run" / "summary.json").read_text())
+        assert s["ray"]["auth_mode"] == "disabled" and len(s["ray"]["nodes"]) == 2
+        assert s["strategies"]["butterfly"]["by_status"]["completed"] > 0
+    finally:
+        c.stop()
+    assert not c.leftovers()
