@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -56,6 +57,7 @@ def token_cluster():
     finally:
         c.stop()
         left = c.leftovers()
+        shutil.rmtree(base, ignore_errors=True)
         assert not left, f"processes of this cluster still running: {[p.pid for p in left]}"
 
 
@@ -107,4 +109,5 @@ def test_with_authentication_off_on_every_node_and_the_driver_the_recipe_runs_to
         assert s["strategies"]["butterfly"]["by_status"]["completed"] > 0
     finally:
         c.stop()
+        shutil.rmtree(base, ignore_errors=True)
     assert not c.leftovers()
