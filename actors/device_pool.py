@@ -309,7 +309,7 @@ class DevicePool:
         for t_rel in arrivals(dev.spec.arrival, dev.spec.device_id, phase):
             if t_rel >= horizon:
                 return
-            if faults.absent(wins, dev.spec.device_id, t_rel):  # the device has left: it generates nothing
+            if faults.absent(wins, dev.spec.device_id, t_rel, dev.spec.offline_s):  # away: no frame
                 continue
             delay = t0 + t_rel - now()
             if delay > 0:

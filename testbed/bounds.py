@@ -27,6 +27,7 @@ MAX_YAML_NODES = 50_000  # scalars, lists and mappings after every alias is expa
 MAX_TRACE_BYTES = 64 << 20  # the largest Mahimahi trace here is 3.4 MB (TMobile-LTE-driving.down)
 MAX_WEIGHTS_BYTES = 2 << 30  # a ResNet-50 state dict is about 100 MB
 MAX_IMAGE_BYTES = 64 << 20
+MAX_POPULATION_BYTES = 64 << 20  # a population CSV: a few dozen bytes per device
 MAX_IMAGE_FILES = 10_000  # files looked at under model.image_dir (the pools decode every image they use)
 
 MAX_DEVICES = 65_533  # what a /16 subnet holds besides the cloud (the tc backend's default subnet)
@@ -92,6 +93,25 @@ LIMITS: dict[str, tuple[float, str]] = {
     "policy.energy_weight_ms_per_mj": (1e9, "1e9 ms per mJ"),
     "policy.bandwidth_window": (10_000, "10,000 requests"),
     "policy.estimate_ttl_s": (86_400.0, "a day"),
+    "devices[*].population.seed": (SEED, "a 64-bit seed"),
+    "devices[*].population.compute_ms.median": (3600000.0, "an hour per frame"),
+    "devices[*].population.compute_ms.mean": (3600000.0, "an hour per frame"),
+    "devices[*].population.compute_ms.sd": (3600000.0, "an hour per frame"),
+    "devices[*].population.compute_ms.low": (3600000.0, "an hour per frame"),
+    "devices[*].population.compute_ms.high": (3600000.0, "an hour per frame"),
+    "devices[*].population.compute_ms.sigma": (10.0, "a log-spread of e^10"),
+    "devices[*].population.uplink_kbps.median": (100000000.0, "100 Gbit/s"),
+    "devices[*].population.uplink_kbps.mean": (100000000.0, "100 Gbit/s"),
+    "devices[*].population.uplink_kbps.sd": (100000000.0, "100 Gbit/s"),
+    "devices[*].population.uplink_kbps.low": (100000000.0, "100 Gbit/s"),
+    "devices[*].population.uplink_kbps.high": (100000000.0, "100 Gbit/s"),
+    "devices[*].population.uplink_kbps.sigma": (10.0, "a log-spread of e^10"),
+    "devices[*].population.downlink_kbps.median": (100000000.0, "100 Gbit/s"),
+    "devices[*].population.downlink_kbps.mean": (100000000.0, "100 Gbit/s"),
+    "devices[*].population.downlink_kbps.sd": (100000000.0, "100 Gbit/s"),
+    "devices[*].population.downlink_kbps.low": (100000000.0, "100 Gbit/s"),
+    "devices[*].population.downlink_kbps.high": (100000000.0, "100 Gbit/s"),
+    "devices[*].population.downlink_kbps.sigma": (10.0, "a log-spread of e^10"),
     "faults[*].at_s": (2 * WEEK_S, "warm-up + duration"),
     "faults[*].duration_s": (2 * WEEK_S, "warm-up + duration"),
     "faults[*].devices[*]": (MAX_DEVICES, "the largest device id"),

@@ -133,6 +133,7 @@ def _train(argv: list[str]) -> int:
 def _run(topo: Topology, topology_file: str, out: Path, err: Console, quiet: bool = False) -> int:
     from testbed.experiment import run_experiment
     from testbed.progress import Progress
+    from testbed.ray_runtime import ClusterAuthError
     from testbed.report import print_summary
     from throttling.cpu import CpuCapUnavailable
     from throttling.links import BackendUnavailable
@@ -143,6 +144,9 @@ def _run(topo: Topology, topology_file: str, out: Path, err: Console, quiet: boo
     except KeyboardInterrupt:
         err.print(f"[yellow]interrupted[/yellow]: partial results kept in {out}/ (summary.json says partial)")
         return 130
+    except ClusterAuthError as e:
+        print(f"{topology_file}: ray.address: {e}", file=sys.stderr)
+        return 2
     except (BackendUnavailable, CpuCapUnavailable) as e:
         key = "throttling.cpu" if isinstance(e, CpuCapUnavailable) else "throttling.backend"
         print(f"{topology_file}: {key}: {e}", file=sys.stderr)

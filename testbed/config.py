@@ -21,6 +21,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from testbed import bounds, profiles, split_policy
+from testbed.population import Population, PopulationCsvError, draws
 
 STRATEGIES = ("cloud_only", "butterfly", "split", "device_only", "best_static", "dynamic")  # and static:<cut>
 SPLIT_POINTS = ("layer1", "layer2", "layer3", "layer4")
@@ -137,6 +138,7 @@ class DeviceGroup(_Frozen):
     network: str
     link: LinkOverride = LinkOverride()
     arrival: Arrival
+    population: Population | None = None  # per-device compute and rates (testbed/population.py)
 
 
 class Codec(_Frozen):
@@ -396,7 +398,7 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
 
 
 # ---------------------------------------------------------------- loading
-PATH_KEYS = ("weights", "image_dir", "uplink_trace", "downlink_trace")
+PATH_KEYS = ("weights", "image_dir", "uplink_trace", "downlink_trace", "csv")
 
 
 def _resolve_paths(node: Any, base: Path) -> None:
@@ -526,6 +528,7 @@ def _cross_checks(topo: Topology) -> list[Problem]:
     problems += _subnet_problems(topo)
     problems += _train_problems(topo)
     problems += _fault_problems(topo)
+    problems += _population_problems(topo)
     if topo.pools.compute == "replay" and topo.throttling.cpu == "cgroup":
         problems.append(Problem("throttling.cpu", "cgroup caps need real device compute; pools.compute is replay",
                                 "cgroup", True))
@@ -538,6 +541,23 @@ def _cross_checks(topo: Topology) -> list[Problem]:
     if topo.cloud.device == "cuda" and topo.cloud.num_gpus <= 0:
         problems.append(Problem("cloud.num_gpus", "must be > 0 when cloud.device is cuda",
                                 topo.cloud.num_gpus, True))
+    return problems
+
+
+def _population_problems(topo: Topology) -> list[Problem]:
+    """A population CSV is read here, so a bad row stops the run before anything starts."""
+    problems = []
+    for i, g in enumerate(topo.devices):
+        if g.population is None:
+            continue
+        try:
+            draws(g.population, g.count, g.name or f"group{i}")
+        except PopulationCsvError as e:
+            problems.append(Problem(f"devices[{i}].population.csv", str(e)))
+        if topo.throttling.cpu != "timescale":
+            problems.append(Problem("throttling.cpu", f"devices[{i}] has a population: per-device compute is "
+                                    "time-scaled (cgroup caps are per class); use timescale", topo.throttling.cpu,
+                                    True))
     return problems
 
 
@@ -705,15 +725,24 @@ def load_topology(path: str | Path, overrides: list[str] | tuple[str, ...] = ())
         raw = bounds.load_yaml(text)
     except (yaml.YAMLError, ValueError) as e:  # ValueError: the limits (bounds.YamlLimit), an int of 5,000 digits
         raise ConfigError(file, [Problem(getattr(e, "path", ""), f"not valid YAML: {e}")]) from None
+    return topology_from_dict(raw, overrides, file, path.parent)
+
+
+def topology_from_dict(raw: Any, overrides: list[str] | tuple[str, ...] = (), file: str = "<dict>",
+                       base: Path | None = None) -> Topology:
+    """The same overrides, profiles and checks as a file (testbed.api passes a dict); `raw` is not modified.
+    Relative paths are read from `base` (the topology file's folder; the working folder for a dict)."""
     if not isinstance(raw, dict):
         raise ConfigError(file, [Problem("", "the file must hold a mapping of keys", raw, True)])
+    raw = copy.deepcopy(raw)
     for assignment in overrides:
         try:
             apply_override(raw, assignment)
         except ValueError as e:
             raise ConfigError(file, [Problem("", str(e))]) from None
-    _resolve_paths(raw, path.parent)
-    _resolve_train_data(raw, path.parent)
+    base = Path.cwd() if base is None else base
+    _resolve_paths(raw, base)
+    _resolve_train_data(raw, base)
     try:
         topo = Topology.model_validate(_with_profiles(raw))
     except ValidationError as e:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from testbed.config import Arrival, LinkParams, Topology
 from testbed.energy import RadioModel
+from testbed.population import DeviceDraw, draws
 from throttling.netns import DeviceLink
 from throttling.shaper import LinkDirection
 from throttling.trace import MahimahiTrace, trace_offset_ms
@@ -28,6 +29,7 @@ class DeviceSpec:
     full_model_ms: float | None  # absolute profile: the run derives the speed from the host's time
     radio: RadioModel
     arrival: Arrival
+    offline_s: tuple[tuple[float, float], ...] = ()  # a population's on/off intervals: away (no frames) in these
 
     def uplink(self) -> LinkDirection:
         return _direction(self.link, self.link.uplink_mbps, self.link.uplink_trace, f"{self.device_id}:up")
@@ -59,10 +61,29 @@ def device_table(topo: Topology) -> list[DeviceSpec]:
         radio = RadioModel(r.alpha_up_mw_per_mbps, r.alpha_down_mw_per_mbps, r.beta_mw, r.promotion_ms,
                            r.promotion_mw, tuple((p.ms, p.mw) for p in r.tail))
         link = topo.link_for(g)
-        for _ in range(g.count):
-            out.append(DeviceSpec(len(out), g.name or f"group{gi}", g.device_class, link, dc.speed, dc.compute_power_w,
-                                  dc.full_model_ms, radio, g.arrival))
+        group = g.name or f"group{gi}"
+        own = draws(g.population, g.count, group) if g.population is not None else [None] * g.count
+        for d in own:
+            full_ms, dev_link = _own_values(d, dc.full_model_ms, link)
+            out.append(DeviceSpec(len(out), group, g.device_class, dev_link, dc.speed, dc.compute_power_w,
+                                  full_ms, radio, g.arrival, d.offline_s if d is not None else ()))
     return out
+
+
+def _own_values(d: DeviceDraw | None, full_model_ms: float | None,
+                link: LinkParams) -> tuple[float | None, LinkParams]:
+    """A population device's own compute time and rates over its class's and network's."""
+    if d is None:
+        return full_model_ms, link
+    rates = {k: v / 1000 for k, v in (("uplink_mbps", d.uplink_kbps), ("downlink_mbps", d.downlink_kbps))
+             if v is not None}
+    return (d.compute_ms if d.compute_ms is not None else full_model_ms), link.model_copy(update=rates)
+
+
+def device_values(spec: DeviceSpec) -> dict[str, float | None]:
+    """What each request row and summary.json record of the device it came from."""
+    return {"device_full_model_ms": spec.full_model_ms, "device_uplink_kbps": round(spec.link.uplink_mbps * 1000, 3),
+            "device_downlink_kbps": round(spec.link.downlink_mbps * 1000, 3)}
 
 
 def pool_slices(n_devices: int, per_pool: int) -> list[range]:

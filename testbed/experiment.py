@@ -25,7 +25,7 @@ from typing import Any
 from testbed import __version__
 from testbed.clock import BOOT_ID
 from testbed.config import Topology
-from testbed.devices import device_table, pool_slices
+from testbed.devices import device_table, device_values, pool_slices
 from testbed.faults import fault_summary
 from testbed.faults import mechanism as faults_mechanism
 from testbed.host import host_facts
@@ -64,6 +64,7 @@ class RunState:
     trace_rates: Any = None  # tc backend with traces: restarted at each phase, like the userspace shapers
     timeline: dict[str, float] = field(default_factory=dict)  # s since the command started (testbed.live)
     deaths: list[dict[str, Any]] = field(default_factory=list)  # actors found dead, not killed by a fault
+    device_values: dict[int, dict[str, Any]] = field(default_factory=dict)  # per device id, into each request row
 
 
 class Actors:
@@ -154,6 +155,7 @@ def run_experiment(topo: Topology, topology_file: str, out_dir: Path,
 
     folder = RunFolder(out_dir)
     state = RunState(topo, topology_file)
+    state.device_values = {s.device_id: device_values(s) for s in device_table(topo)}
     progress = progress or Progress(topo)
     folder.write_summary(build_summary(state))
     try:
@@ -299,6 +301,8 @@ def _collect(state: RunState, folder: RunFolder, progress: Progress, actors: Act
 
 def _add_records(state: RunState, folder: RunFolder, progress: Progress, records: list[dict[str, Any]],
                  live: list[dict[str, Any]] | None = None) -> None:
+    for r in records:
+        r.update(state.device_values.get(r["device_id"], {}))
     state.records.extend(records)
     folder.requests.append(records)
     progress.update(records, live)
@@ -357,6 +361,7 @@ def build_summary(state: RunState) -> dict[str, Any]:
                                  if r.get("cut_cloud_ms")},
         "cpu_caps": {f"pool{p['pool']}": p["cpu_caps"] for p in state.pools if p.get("cpu_caps")},
         "device_speeds": {f"pool{p['pool']}": p.get("device_speeds") for p in state.pools},
+        "device_population": _population_summary(state),
         "split_catalogue": state.replicas[0]["split_catalogue"] if state.replicas else None,
         "accuracy_by_cut": state.replicas[0].get("accuracy_by_cut") if state.replicas else None,
         "phases_done": state.phases_done,
@@ -372,6 +377,17 @@ def build_summary(state: RunState) -> dict[str, Any]:
         "link_check": state.link_check,
         **fault_summary(topo, state.records, state.fault_events, state.failover, state.backend.name),
     }
+
+
+def _population_summary(state: RunState) -> dict[str, Any]:
+    """Per group with a population: each device's own compute time and rates (empty without one)."""
+    groups = {g.name or f"group{i}": g.population for i, g in enumerate(state.topo.devices)}
+    out: dict[str, Any] = {}
+    for spec in device_table(state.topo) if any(groups.values()) else []:
+        if groups.get(spec.group) is not None:
+            out.setdefault(spec.group, []).append({"device_id": spec.device_id, **state.device_values[spec.device_id],
+                                                   "offline_s": [list(iv) for iv in spec.offline_s]})
+    return out
 
 
 def _replica_summary(stats: dict[str, Any], state: RunState) -> dict[str, Any]:

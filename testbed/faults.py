@@ -89,9 +89,12 @@ def link_windows(topo: Topology, strategy: str, device_id: int, direction: str,
             if w.kind in LINK_KINDS and w.fault.direction in ("both", direction) and w.hits(device_id, w.start_s)]
 
 
-def absent(wins: Iterable[Window], device_id: int, t_s: float) -> bool:
-    """Whether a device has left (device_leave) at t_s: it generates no frame then."""
-    return any(w.kind == "device_leave" and w.hits(device_id, t_s) for w in wins)
+def absent(wins: Iterable[Window], device_id: int, t_s: float,
+           offline_s: tuple[tuple[float, float], ...] = ()) -> bool:
+    """Whether a device has left (device_leave) at t_s, or is offline then in its population's on/off intervals:
+    it generates no frame then."""
+    return (any(a <= t_s < b for a, b in offline_s)
+            or any(w.kind == "device_leave" and w.hits(device_id, t_s) for w in wins))
 
 
 def planned_arrivals(topo: Topology, strategy: str, phase: int, device_ids: Iterable[int]) -> list[tuple[int, float]]:
@@ -104,7 +107,7 @@ def planned_arrivals(topo: Topology, strategy: str, phase: int, device_ids: Iter
         for t in arrivals(specs[d].arrival, d, phase):
             if t >= horizon_s(topo):
                 break
-            if not absent(wins, d, t):
+            if not absent(wins, d, t, specs[d].offline_s):
                 out.append((d, t))
     return out
 

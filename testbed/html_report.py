@@ -19,7 +19,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from testbed import htmlkit, load_report, policy_plot, report, sweep
+from testbed import htmlkit, load_report, policy_plot, population_plot, report, sweep
 from testbed.metrics import ENERGY_PARTS
 from testbed.results import read_rows, read_summary
 
@@ -65,8 +65,6 @@ def _run_sections(folder: Path, summary: dict[str, Any]) -> list[str]:
     topo = summary["topology"]
     records = read_rows(folder / "requests.csv")
     load = read_rows(folder / "server_load.csv")
-    measured = [r for r in records if r.get("phase") == "measure"]
-    strategies = list(dict.fromkeys([*summary.get("strategies", {}), *(r["strategy"] for r in records)]))
     facts = {"status": summary["status"], "error": summary.get("error"), "started_at": summary.get("started_at"),
              "wall_s": summary.get("wall_s"), "topology_file": summary.get("topology_file"),
              "description": topo.get("description"), "measured per strategy (s)": topo.get("duration_s"),
@@ -81,17 +79,9 @@ def _run_sections(folder: Path, summary: dict[str, Any]) -> list[str]:
                                      [[pair, *(report.fmt(r.get(k), 2) for k in ("latency_p50", "latency_mean",
                                                                                   "energy_mean", "bytes_up_mean"))]
                                       for pair, r in summary["comparison"].items()]))
-    plots = [
-        ("latency_cdf", "End-to-end latency CDF (completed, measured requests)", _cdf_figure(measured, strategies)),
-        ("breakdown", "Mean latency breakdown (completed, measured requests)", _breakdown_figure(measured, strategies)),
-        ("over_time", "Throughput and latency over each phase" + (" (shaded: faults)" if summary.get("faults") else ""),
-         _time_figure(records, strategies, topo.get("warmup_s") or 0, summary.get("faults") or [])),
-        ("energy", "Mean device energy per request", _energy_figure(measured, strategies)),
-        ("cuts", "Split policies: the cut each request used, and the devices' uplink estimate",
-         policy_plot.cuts_figure(records, strategies)),
-    ]
+    plots = [p for p in run_figures(summary, records) if p[2] is not None]
     out.append("<h2>Plots</h2>" + "".join(htmlkit.figure(htmlkit.png(fig), caption, name)
-                                          for name, caption, fig in plots if fig is not None))
+                                          for name, caption, fig in plots))
     if load:
         out.append("<h2>Server load</h2>" + load_report.replica_table(summary) + "".join(
             htmlkit.figure(htmlkit.png(load_report.phase_figure(records, load, s)), f"{s}: device latency and "
@@ -100,6 +90,25 @@ def _run_sections(folder: Path, summary: dict[str, Any]) -> list[str]:
     out.append("<h2>Mechanisms</h2>" + htmlkit.kv_table({k: summary[k] for k in MECHANISM_KEYS if summary.get(k)}))
     out.append("<h2>Host</h2>" + htmlkit.kv_table({k: summary[k] for k in HOST_KEYS if summary.get(k)}))
     return out
+
+
+def run_figures(summary: dict[str, Any], records: list[dict[str, Any]]) -> list[tuple[str, str, Any]]:
+    """The run's plots as (name, caption, matplotlib figure or None where its data is missing): report.html
+    draws these, and testbed.api hands them to a notebook."""
+    measured = [r for r in records if r.get("phase") == "measure"]
+    strategies = list(dict.fromkeys([*summary.get("strategies", {}), *(r["strategy"] for r in records)]))
+    topo = summary["topology"]
+    return [
+        ("latency_cdf", "End-to-end latency CDF (completed, measured requests)", _cdf_figure(measured, strategies)),
+        ("breakdown", "Mean latency breakdown (completed, measured requests)", _breakdown_figure(measured, strategies)),
+        ("over_time", "Throughput and latency over each phase" + (" (shaded: faults)" if summary.get("faults") else ""),
+         _time_figure(records, strategies, topo.get("warmup_s") or 0, summary.get("faults") or [])),
+        ("energy", "Mean device energy per request", _energy_figure(measured, strategies)),
+        ("cuts", "Split policies: the cut each request used, and the devices' uplink estimate",
+         policy_plot.cuts_figure(records, strategies)),
+        ("population", "Latency against each device's own compute time and uplink (device population)",
+         population_plot.population_figure(summary, measured, strategies)),
+    ]
 
 
 def _completed(records: list[dict[str, Any]], strategy: str) -> list[dict[str, Any]]:

@@ -24,10 +24,14 @@ COUNT_PLOTS = ("<script>window.addEventListener('load',function(){document.body.
 
 
 def pyplot() -> Any:
-    """matplotlib.pyplot on the Agg backend: reports are drawn on hosts without a display."""
+    """matplotlib.pyplot on the Agg backend: reports are drawn on hosts without a display. In a Jupyter
+    kernel the notebook's own (inline) backend is kept, so testbed.api's figures show in the notebook."""
+    import sys
+
     import matplotlib
 
-    matplotlib.use("Agg")
+    if "ipykernel" not in sys.modules:
+        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt

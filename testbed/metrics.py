@@ -21,6 +21,7 @@ REQUEST_COLUMNS = (
     "cloud_ms", "server_ms", "downlink_ms", "e2e_ms", "energy_mj", "energy_compute_mj",
     "energy_radio_mj", "energy_transfer_mj", "energy_promotion_mj", "energy_tail_mj", "replica", "batch_size",
     "uplink_ideal_ms", "uplink_error_ms", "lost_packets", "top1", "predicted_ms", "est_uplink_mbps",
+    "device_full_model_ms", "device_uplink_kbps", "device_downlink_kbps",  # the device's own (testbed/population.py)
 )
 
 LOAD_COLUMNS = (

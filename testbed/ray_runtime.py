@@ -50,7 +50,7 @@ def ray_session(address: str | None, num_cpus: float, num_gpus: float,
         kwargs["address"] = address
     started_here = not ray.is_initialized()
     previous = signal.getsignal(signal.SIGTERM)
-    ctx = ray.init(**kwargs) if started_here else None
+    ctx = _init(ray, kwargs, address) if started_here else None
     guard = _start_guard() if started_here and address is None else None
     if threading.current_thread() is threading.main_thread() and previous is not None:
         # ray.init installs its own SIGTERM handler (exit 1, nothing flushed); keep the caller's,
@@ -61,6 +61,7 @@ def ray_session(address: str | None, num_cpus: float, num_gpus: float,
                "address": getattr(ctx, "address_info", {}).get("gcs_address") if ctx is not None else None,
                "node_ip": ray.util.get_node_ip_address(),
                "ray_version": ray.__version__,
+               "auth_mode": auth_mode(),
                "cluster_resources": ray.cluster_resources(),
                "nodes": {n["NodeID"]: {"ip": n["NodeManagerAddress"], "resources": n["Resources"]}
                          for n in ray.nodes() if n.get("Alive")}}
@@ -77,3 +78,52 @@ def _start_guard() -> subprocess.Popen[bytes]:
 
     return subprocess.Popen([sys.executable, str(Path(__file__).with_name("ray_guard.py")), str(os.getpid())],
                             stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+TOKEN_HINT = ("token authentication: give this driver the cluster's token, as every node has it: "
+              "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH=FILE (or RAY_AUTH_TOKEN=..., or the file ~/.ray/auth_token; "
+              "`ray get-auth-token` on the head prints it); a cluster started with RAY_AUTH_MODE=disabled needs "
+              "RAY_AUTH_MODE=disabled here too (README, 'Running on a cluster')")
+
+
+AUTH_WORDS = ("InvalidAuthToken", "Unauthenticated")  # in the GCS error text of a refused token
+
+
+class ClusterAuthError(Exception):
+    """The cluster at the address refused this driver's credentials; the message says how to provide them."""
+
+
+def _init(ray: Any, kwargs: dict[str, Any], address: str | None) -> Any:
+    try:
+        return ray.init(**kwargs)
+    except Exception as e:
+        if address is not None and _refused_for_auth(e):
+            raise ClusterAuthError(f"the Ray cluster at {address} refused the connection "
+                                   f"(Authentication token is missing or incorrect). It uses {TOKEN_HINT}") from None
+        raise
+
+
+def _refused_for_auth(error: BaseException) -> bool:
+    """ray.init wraps the refusal (AuthenticationError, or a GCS error saying InvalidAuthToken) in a
+    ConnectionError; look through the chain."""
+    from ray.exceptions import AuthenticationError
+
+    seen: BaseException | None = error
+    for _ in range(10):
+        if seen is None:
+            return False
+        if isinstance(seen, AuthenticationError) or any(w in str(seen) for w in AUTH_WORDS):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def auth_mode() -> str | None:
+    """This process's Ray authentication mode ("token" or "disabled"), the cluster's when it joined one."""
+    try:
+        from ray._private.authentication.authentication_utils import get_authentication_mode_name
+        from ray._raylet import get_authentication_mode  # type: ignore[attr-defined]
+
+        return str(get_authentication_mode_name(get_authentication_mode()))
+    except ImportError:  # a Ray without token authentication
+        return None

@@ -1,0 +1,167 @@
+"""Device populations: seeded draws follow their distribution, a CSV population is reproduced row for
+row, bad CSVs stop run.py with exit 2 naming file, line and column, and a real run records each device's
+own values in summary.json and in every request row."""
+
+from __future__ import annotations
+
+import math
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+import testbed.api as sb
+from testbed.config import ConfigError
+from testbed.devices import device_table, device_values
+from testbed.population import Distribution, Population, draws
+
+ROOT = Path(__file__).resolve().parent.parent
+SMOKE = ROOT / "topologies/smoke.yaml"
+
+
+def _smoke(population: dict, count: int = 3) -> dict:
+    raw = yaml.safe_load(SMOKE.read_text())
+    raw["devices"][0].update(count=count, population=population)
+    return raw
+
+
+def test_lognormal_draws_follow_the_distribution_and_the_seed():
+    pop = Population(seed=4, compute_ms=Distribution(dist="lognormal", median=150, sigma=0.4),
+                     uplink_kbps=Distribution(dist="uniform", low=1000, high=9000))
+    got = draws(pop, 4000, "g")
+    logs = [math.log(d.compute_ms) for d in got]
+    assert math.exp(statistics.median(logs)) == pytest.approx(150, rel=0.03)
+    assert statistics.stdev(logs) == pytest.approx(0.4, rel=0.05)
+    ups = [d.uplink_kbps for d in got]
+    assert min(ups) >= 1000 and max(ups) <= 9000 and statistics.mean(ups) == pytest.approx(5000, rel=0.03)
+    assert all(d.downlink_kbps is None for d in got)  # left out: the network's rate stays
+    assert draws(pop, 4000, "g") == got
+    assert draws(pop.model_copy(update={"seed": 5}), 10, "g") != got[:10]
+
+
+def test_drawn_values_reach_each_device_spec():
+    topo = sb.load_topology(_smoke({"seed": 1, "uplink_kbps": {"dist": "lognormal", "median": 3000, "sigma": 1}}))
+    specs = device_table(topo)
+    ups = [s.link.uplink_mbps for s in specs[:3]]
+    assert len(set(ups)) == 3 and ups != [topo.networks["lte"].uplink_mbps] * 3
+    assert specs[3].link.uplink_mbps == topo.link_for(topo.devices[1]).uplink_mbps  # the other group unchanged
+
+
+def test_a_csv_population_reproduces_its_rows_exactly(tmp_path):
+    rows = [(0, 210.5, 1800.0, 12000.0), (1, 95.25, 640.0, 3000.0), (2, 400.0, 25000.0, 50000.0)]
+    path = tmp_path / "pop.csv"
+    path.write_text("device,compute_ms,uplink_kbps,downlink_kbps\n" + "".join(",".join(map(str, r)) + "\n"
+                                                                          for r in rows))
+    specs = device_table(sb.load_topology(_smoke({"csv": str(path)})))
+    for spec, (_, compute, up, down) in zip(specs, rows, strict=False):
+        assert device_values(spec) == {"device_full_model_ms": compute, "device_uplink_kbps": up,
+                                       "device_downlink_kbps": down}
+
+
+@pytest.mark.parametrize(("text", "where"), [
+    ("device,compute_ms,uplink_kbps\n0,100,1000\n", ":1: missing column(s) downlink_kbps"),
+    ("device,compute_ms,uplink_kbps,downlink_kbps\n0,100,1000,2000\n1,100,-5,2000\n", ":3: column uplink_kbps"),
+    ("device,compute_ms,uplink_kbps,downlink_kbps\n0,fast,1000,2000\n", ":2: column compute_ms: not a number"),
+    ("device,compute_ms,uplink_kbps,downlink_kbps,offline_s\n0,100,1000,2000,2-5;4-8\n",
+     ":2: column offline_s: '4-8': overlaps"),
+    ("device,compute_ms,uplink_kbps,downlink_kbps,offline_s\n0,100,1000,2000,5-2\n", ":2: column offline_s: '5-2'"),
+])
+def test_a_bad_population_csv_exits_2_naming_file_line_and_column(tmp_path, text, where):
+    csv_path = tmp_path / "pop.csv"
+    csv_path.write_text(text)
+    topo = tmp_path / "t.yaml"
+    topo.write_text(yaml.safe_dump(_smoke({"csv": "pop.csv"}, count=1)))  # relative to the topology file
+    proc = subprocess.run([sys.executable, str(ROOT / "run.py"), str(topo), "--validate"], capture_output=True,
+                          text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 2
+    assert f"devices[0].population.csv: {csv_path}{where}" in proc.stderr
+
+
+def test_too_few_rows_and_bad_distributions_are_config_errors(tmp_path):
+    path = tmp_path / "pop.csv"
+    path.write_text("device,compute_ms,uplink_kbps,downlink_kbps\n0,100,1000,2000\n")
+    with pytest.raises(ConfigError, match="1 device rows, the group has 3 devices"):
+        sb.load_topology(_smoke({"csv": str(path)}))
+    with pytest.raises(ConfigError, match=r"devices\[0\]\.population\.compute_ms.*lognormal needs median, sigma"):
+        sb.load_topology(_smoke({"compute_ms": {"dist": "lognormal", "median": 100}}))
+    with pytest.raises(ConfigError, match="either csv or distributions"):
+        sb.load_topology(_smoke({"csv": str(path), "uplink_kbps": {"dist": "uniform", "low": 1, "high": 2}}))
+    with pytest.raises(ConfigError, match="throttling.cpu"):
+        sb.load_topology(_smoke({"uplink_kbps": {"dist": "uniform", "low": 1, "high": 2}}),
+                         {"throttling.cpu": "cgroup"})
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_a_run_records_each_devices_own_values(tmp_path):
+    pop = {"seed": 2, "compute_ms": {"dist": "lognormal", "median": 300, "sigma": 0.5},
+           "uplink_kbps": {"dist": "lognormal", "median": 4000, "sigma": 0.7}}
+    topo = sb.load_topology(_smoke(pop), {"duration_s": 4, "warmup_s": 0, "strategies": ["butterfly"],
+                                          "devices[1].count": 1})
+    res = sb.run(topo, out=tmp_path / "run")
+    assert res.summary.status == "complete"
+    listed = res.summary.raw["device_population"]["lte"]
+    expected = [device_values(s) for s in device_table(topo)[:3]]
+    assert [{k: v for k, v in d.items() if k not in ("device_id", "offline_s")} for d in listed] == expected
+    req = res.requests
+    for d in listed:
+        mine = req[req.device_id == d["device_id"]]
+        assert len(mine) > 0 and (mine.device_uplink_kbps == d["device_uplink_kbps"]).all()
+        assert (mine.device_full_model_ms == d["device_full_model_ms"]).all()
+    assert "population" in res.figures()
+    assert "device population" in (tmp_path / "run" / "report.html").read_text()
+
+
+def test_fedscale_capacity_converts_to_a_population_the_loader_reads(tmp_path, capsys):
+    import pickle
+
+    from testbed.fedscale import main
+
+    capacity = {432802: {"computation": 162.0, "communication": 5648.1}, 7: {"computation": 40.5,
+                                                                             "communication": 900.0}}
+    trace = tmp_path / "client_device_capacity"
+    trace.write_bytes(pickle.dumps(capacity))
+    out = tmp_path / "pop.csv"
+    assert main([str(trace), str(out), "--compute-scale", "2"]) == 0
+    assert "data-only unpickler" in capsys.readouterr().err  # it says that it unpickles
+    specs = device_table(sb.load_topology(_smoke({"csv": str(out)}, count=2)))
+    assert [device_values(s) for s in specs[:2]] == [
+        {"device_full_model_ms": 324.0, "device_uplink_kbps": 5648.1, "device_downlink_kbps": 5648.1},  # "432802"
+        {"device_full_model_ms": 81.0, "device_uplink_kbps": 900.0, "device_downlink_kbps": 900.0}]
+
+
+def test_a_pickle_that_would_run_code_is_refused_not_run(tmp_path, capsys):
+    import os
+    import pickle
+
+    from testbed.fedscale import main
+
+    marker = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    trace = tmp_path / "evil"
+    trace.write_bytes(pickle.dumps({"1": Evil()}))
+    assert main([str(trace), str(tmp_path / "pop.csv")]) == 2
+    assert "refused to load" in capsys.readouterr().err and not marker.exists()
+
+
+def test_offline_intervals_come_from_the_csv_and_remove_the_frames_inside_them(tmp_path):
+    from testbed.faults import planned_arrivals
+
+    path = tmp_path / "pop.csv"
+    path.write_text("device,compute_ms,uplink_kbps,downlink_kbps,offline_s\n"
+                    "0,100,1000,2000,1-3;4.5-6\n1,100,1000,2000,\n2,100,1000,2000,0-7\n")
+    topo = sb.load_topology(_smoke({"csv": str(path)}), {"devices[0].arrival.rate_hz": 4})
+    specs = device_table(topo)
+    assert [s.offline_s for s in specs[:3]] == [((1.0, 3.0), (4.5, 6.0)), (), ((0.0, 7.0),)]
+    frames = planned_arrivals(topo, "butterfly", 0, [0, 1, 2])
+    times = {d: [t for dd, t in frames if dd == d] for d in (0, 1, 2)}
+    assert times[2] == []  # away for the whole phase (warm-up 1 s + 6 s)
+    assert all(not (1 <= t < 3 or 4.5 <= t < 6) for t in times[0]) and len(times[0]) >= 10
+    assert len(times[1]) > len(times[0])  # the same rate, always available
