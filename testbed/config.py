@@ -18,7 +18,17 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from testbed import profiles, split_policy
 
@@ -42,6 +52,11 @@ def _cut(name: str) -> str:
     return name
 
 
+def _on_off(value: Any) -> Any:
+    """YAML 1.1 reads a bare on/off as a boolean: take it back as the word."""
+    return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
+
 # A split policy (see testbed.split_policy): split is the same cut as butterfly without the butterfly unit
 Strategy = Annotated[str, AfterValidator(_strategy)]
 Cut = Annotated[str, AfterValidator(_cut)]
@@ -55,10 +70,30 @@ class _Frozen(BaseModel):
 
 
 class TailPhase(_Frozen):
-    """One radio state after the last transfer (e.g. LTE continuous reception, short DRX, long DRX)."""
+    """One radio state after the last transfer (e.g. LTE continuous reception, short DRX, long DRX): how long
+    it lasts and its mean power; how the radio listens in it (`on_ms` at the start of every `cycle_ms`; 0:
+    continuously) and what sending from it costs (`promotion_ms` at `promotion_mw`, e.g. 3G FACH -> DCH)."""
 
     ms: NonNegFloat
     mw: NonNegFloat
+    state: str = ""
+    cycle_ms: NonNegFloat = 0.0
+    on_ms: NonNegFloat = 0.0
+    promotion_ms: NonNegFloat = 0.0
+    promotion_mw: NonNegFloat = 0.0
+
+    @model_validator(mode="after")
+    def _on_within_cycle(self) -> TailPhase:
+        if self.cycle_ms > 0 and not 0 < self.on_ms <= self.cycle_ms:
+            raise ValueError(f"on_ms must be in (0, cycle_ms={self.cycle_ms:g}] when cycle_ms is set")
+        return self
+
+
+class IdleListening(_Frozen):
+    """RRC_IDLE / WiFi power save: the radio listens `on_ms` every `cycle_ms` (paging, beacons); 0: not modelled."""
+
+    cycle_ms: NonNegFloat = 0.0
+    on_ms: NonNegFloat = 0.0
 
 
 class RadioPower(_Frozen):
@@ -74,7 +109,25 @@ class RadioPower(_Frozen):
     promotion_ms: NonNegFloat = 0.0
     promotion_mw: NonNegFloat = 0.0
     tail: list[TailPhase] = []
+    idle: IdleListening = IdleListening()
+    # the RRC parameter set by source (testbed.profiles.RADIO_PROFILES); rrc_known False: no checked timers
+    technology: Literal["lte", "3g", "wifi", "5g_nsa", "5g_sa"] | None = None
+    profile: str | None = None
+    rrc_known: bool = True
+    rrc_source: str = ""
     source: str = ""
+
+    @field_validator("profile")
+    @classmethod
+    def _known_profile(cls, name: str | None, info: ValidationInfo) -> str | None:
+        if name is None:
+            return name
+        tech = info.data.get("technology")
+        allowed = sorted(profiles.RADIO_PROFILES.get(tech or "", {}))
+        if name not in allowed:
+            raise ValueError(f"unknown radio profile for technology {tech}; allowed: {', '.join(allowed)}"
+                             if allowed else "a radio profile needs radio.technology (lte, 3g, wifi, 5g_nsa, 5g_sa)")
+        return name
 
 
 TraceOffset = Literal["random"] | NonNegFloat
@@ -220,6 +273,8 @@ class Throttling(_Frozen):
     trace_update_ms: Annotated[float, Field(ge=100)] = 1000.0  # tc backend: how often a traced rate is set
     check_links: bool = False  # measure every link per backend before the run (see --check-links)
     cpu: Literal["timescale", "cgroup", "auto"] = "timescale"  # device CPU: time scaling or real cgroup caps
+    # RRC states cost time (promotion before the first byte, DRX waits; testbed.rrc); off: energy only
+    rrc: Annotated[Literal["on", "off"], BeforeValidator(_on_off)] = "on"
 
 
 class Reference(_Frozen):
@@ -443,8 +498,20 @@ def _with_profiles(raw: dict[str, Any]) -> dict[str, Any]:
         merged = {name: copy.deepcopy(p) for name, p in builtin.items()}
         for name, p in user.items():
             merged[name] = _merge(merged[name], p) if name in merged else p
+            if key == "networks":
+                _apply_radio_profile(merged[name], p)
         out[key] = merged
     return out
+
+
+def _apply_radio_profile(network: Any, user: Any) -> None:
+    """A network's radio with a `profile` named by the user: that profile's RRC values, then the user's own keys."""
+    radio, own = (x.get("radio") if isinstance(x, dict) else None for x in (network, user))
+    if not isinstance(radio, dict) or not isinstance(own, dict) or "profile" not in own:
+        return
+    preset = profiles.RADIO_PROFILES.get(str(radio.get("technology")), {}).get(own["profile"])
+    if isinstance(preset, dict):  # an unknown name is left for the validator to report with what is allowed
+        network["radio"] = {**radio, **copy.deepcopy(preset), **own}
 
 
 def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:

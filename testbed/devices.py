@@ -10,8 +10,9 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from testbed.config import Arrival, LinkParams, Topology
+from testbed.config import Arrival, LinkParams, RadioPower, Topology
 from testbed.energy import RadioModel
+from testbed.rrc import IDLE, RrcPhase
 from throttling.netns import DeviceLink
 from throttling.shaper import LinkDirection
 from throttling.trace import MahimahiTrace, trace_offset_ms
@@ -56,13 +57,20 @@ def device_table(topo: Topology) -> list[DeviceSpec]:
         net = topo.networks[g.network]
         dc = topo.device_classes[g.device_class]
         r = net.radio
-        radio = RadioModel(r.alpha_up_mw_per_mbps, r.alpha_down_mw_per_mbps, r.beta_mw, r.promotion_ms,
-                           r.promotion_mw, tuple((p.ms, p.mw) for p in r.tail))
+        radio = radio_model(r)
         link = topo.link_for(g)
         for _ in range(g.count):
             out.append(DeviceSpec(len(out), g.name or f"group{gi}", g.device_class, link, dc.speed, dc.compute_power_w,
                                   dc.full_model_ms, radio, g.arrival))
     return out
+
+
+def radio_model(r: RadioPower) -> RadioModel:
+    """The energy model and RRC timeline of one network's radio (testbed.energy, testbed.rrc)."""
+    phases = tuple(RrcPhase(p.state, p.cycle_ms, p.on_ms, p.promotion_ms, p.promotion_mw) for p in r.tail)
+    return RadioModel(r.alpha_up_mw_per_mbps, r.alpha_down_mw_per_mbps, r.beta_mw, r.promotion_ms, r.promotion_mw,
+                      tuple((p.ms, p.mw) for p in r.tail), phases, RrcPhase(IDLE, r.idle.cycle_ms, r.idle.on_ms),
+                      r.rrc_known, r.profile or "")
 
 
 def pool_slices(n_devices: int, per_pool: int) -> list[range]:

@@ -167,8 +167,9 @@ class LinkShaper:
         self._base = self._serializer = serializer_for(self.spec, now())  # faults: set again after it
         self._last_arrival = 0.0
 
-    def plan(self, nbytes: int, t_start: float) -> Plan:
-        """Schedule one message on the link (advances the link's state)."""
+    def plan(self, nbytes: int, t_start: float, t_ready: float | None = None) -> Plan:
+        """Schedule one message on the link (advances the link's state); no byte leaves before `t_ready`
+        (the radio's promotion: testbed.rrc), though the message counts from `t_start`."""
         spec = self.spec
         delay = spec.delay_ms / 1000.0
         if spec.jitter_ms > 0:
@@ -179,10 +180,11 @@ class LinkShaper:
         ends: list[int] = []
         arrivals: list[float] = []
         lost, offset = 0, 0
+        ready = t_start if t_ready is None else max(t_start, t_ready)
         while offset < nbytes:
             size = min(spec.mtu_bytes, nbytes - offset)
             offset += size
-            depart = self._serializer.depart(size, t_start)
+            depart = self._serializer.depart(size, ready)
             arrival = depart + delay
             if p_loss and self._rng.random() < p_loss:
                 lost += 1
@@ -194,10 +196,11 @@ class LinkShaper:
         self._last_arrival = floor
         return Plan(t_start, ends, arrivals, lost)
 
-    async def send(self, writer: asyncio.StreamWriter, data: bytes) -> SendResult:
-        """Write `data` to `writer` as the emulated link would deliver it."""
+    async def send(self, writer: asyncio.StreamWriter, data: bytes, hold_ms: float = 0.0) -> SendResult:
+        """Write `data` to `writer` as the emulated link would deliver it; the first byte waits `hold_ms`
+        (an RRC promotion), which the message's time includes."""
         t_start = now()
-        plan = self.plan(len(data), t_start)
+        plan = self.plan(len(data), t_start, t_start + hold_ms / 1000.0 if hold_ms > 0 else None)
         async with self._write_lock:  # messages keep their order on the stream
             await self._write(writer, data, plan)
             await writer.drain()
