@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from testbed.config import Arrival, LinkParams, RadioPower, Topology
 from testbed.energy import RadioModel
@@ -71,6 +72,28 @@ def radio_model(r: RadioPower) -> RadioModel:
     return RadioModel(r.alpha_up_mw_per_mbps, r.alpha_down_mw_per_mbps, r.beta_mw, r.promotion_ms, r.promotion_mw,
                       tuple((p.ms, p.mw) for p in r.tail), phases, RrcPhase(IDLE, r.idle.cycle_ms, r.idle.on_ms),
                       r.rrc_known, r.profile or "")
+
+
+def rrc_summary(topo: Topology) -> dict[str, Any]:
+    """throttling.rrc and each used network's RRC parameter set (summary.json `rrc`, the run's first lines)."""
+    nets: dict[str, Any] = {}
+    for name in sorted({g.network for g in topo.devices}):
+        r = topo.networks[name].radio
+        m = radio_model(r)
+        nets[name] = {"technology": r.technology, "profile": r.profile, "known": r.rrc_known,
+                      "promotion_ms": m.promotion_ms if r.rrc_known else None,
+                      "tail_ms": m.tail_ms if r.rrc_known else None,
+                      "states": [p.state for p in r.tail] + ["idle"], "source": r.rrc_source}
+    return {"mode": topo.throttling.rrc, "networks": nets}
+
+
+def rrc_line(topo: Topology) -> str:
+    """One line for the run's start: whether RRC waits are on, and each network's profile."""
+    s = rrc_summary(topo)
+    parts = [f"{n}: {v['profile']}, " + (f"promotion {v['promotion_ms']:g} ms, tail {v['tail_ms']:g} ms"
+                                         if v["known"] else "timers unknown") for n, v in s["networks"].items()]
+    what = "promotion and DRX waits on the link" if s["mode"] == "on" else "energy only, no waits (off)"
+    return f"rrc: {s['mode']}: {what} ({'; '.join(parts)})"
 
 
 def pool_slices(n_devices: int, per_pool: int) -> list[range]:

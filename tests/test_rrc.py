@@ -184,3 +184,14 @@ def test_promotion_after_the_tail_none_within_it(write_topology, minimal_yaml):
     downlink_gap = (statistics.median(r["downlink_ms"] - r["rrc_drx_ms"] for r in idle_on)
                     - statistics.median(r["downlink_ms"] for r in idle_off))
     assert downlink_gap == pytest.approx(0.0, abs=3.0)  # the downlink is longer by its DRX wait, no more
+
+
+def test_summary_and_first_line_say_which_rrc():
+    from testbed.devices import rrc_line, rrc_summary
+
+    topo = load_topology("topologies/smoke.yaml", ["devices[0].network=5g", "throttling.rrc=off"])
+    s = rrc_summary(topo)
+    assert s["mode"] == "off"
+    assert s["networks"]["5g"]["known"] is False and s["networks"]["5g"]["promotion_ms"] is None
+    assert rrc_line(topo).startswith("rrc: off") and "5g: unknown, timers unknown" in rrc_line(topo)
+    assert load_topology("topologies/smoke.yaml").throttling.rrc == "on"  # the default
