@@ -358,8 +358,11 @@ class DevicePool:
             profiles = [dataclasses.replace(p, cloud_ms=dev.cloud_times.get(p.cut)) for p in profiles]
         else:  # best_static: the profiles and the configured link, an empty queue
             view = dev.estimator.prior
+        rrc = split_policy.RrcContext(  # dynamic knows its radio's state now; best_static only the arrivals
+            dev.radio.enabled, (0.0 if dev.radio.active else dev.radio.idle_ms(now())) if strategy == "dynamic"
+            else None, dev.spec.arrival.process == "poisson")
         best, _ = split_policy.choose(profiles, view, dev.spec.compute_power_w, dev.spec.radio,
-                                      1000.0 / dev.spec.arrival.rate_hz, self._objective)
+                                      1000.0 / dev.spec.arrival.rate_hz, self._objective, rrc)
         return best.cut, best.latency_ms
 
     async def _run_request(self, dev: Device, strategy: str, rec: dict[str, Any], deadline: float) -> None:

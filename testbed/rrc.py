@@ -96,6 +96,48 @@ def downlink_wait_ms(radio: RadioModel, idle_ms: float) -> float:
     return _to_on_duration_ms(into, radio.phase(k))
 
 
+def mean_downlink_wait_ms(radio: RadioModel, idle_ms: float) -> float:
+    """The DRX wait expected for a packet `idle_ms` after the last transfer when its phase in the cycle is
+    unknown (uniform): (cycle - on)^2 / (2 cycle) in a DRX phase; paging + promotion in idle."""
+    k, _ = phase_at(radio, idle_ms)
+    phase = radio.idle if k is None else radio.phase(k)
+    wait = (phase.cycle_ms - phase.on_ms) ** 2 / (2 * phase.cycle_ms) if phase.cycle_ms > 0 else 0.0
+    return wait + (radio.promotion_ms if k is None else 0.0)
+
+
+@dataclass(frozen=True)
+class RrcExpectation:
+    promotion_ms: float
+    promotion_mj: float
+    drx_ms: float
+
+
+def expected_rrc(radio: RadioModel, idle_ms: float | None, gap_ms: float, busy_ms: float, poisson: bool,
+                 answer_idle_ms: float) -> RrcExpectation:
+    """What the RRC states add to one request, for the split predictions (testbed.split_policy).
+
+    idle_ms: the radio's idle time when the first byte is ready, if known (the dynamic policy knows its radio);
+    otherwise from the arrivals: the gap after a request that kept the radio busy `busy_ms` (periodic: promoted
+    when the gap outlasts the tail; Poisson: with probability exp(-(tail + busy) / gap)). answer_idle_ms: the
+    time from the last uplink byte to the answer (server + propagation), for its DRX wait.
+    """
+    if idle_ms is not None:
+        _, ms, mj = uplink_promotion(radio, idle_ms)
+        return RrcExpectation(ms, mj, mean_downlink_wait_ms(radio, answer_idle_ms))
+    if poisson:
+        share = math.exp(-(radio.tail_ms + busy_ms) / gap_ms) if gap_ms > 0 else 0.0
+    else:
+        share = 1.0 if gap_ms - busy_ms >= radio.tail_ms else 0.0
+    promoted = RrcExpectation(radio.promotion_ms, radio.promotion_mj, 0.0)
+    if share < 1.0:  # the state a request finds within the tail: the mean over the gap's phases
+        _, within_ms, within_mj = uplink_promotion(radio, max(0.0, gap_ms - busy_ms) if not poisson else 0.0)
+    else:
+        within_ms, within_mj = 0.0, 0.0
+    return RrcExpectation(share * promoted.promotion_ms + (1 - share) * within_ms,
+                          share * promoted.promotion_mj + (1 - share) * within_mj,
+                          mean_downlink_wait_ms(radio, answer_idle_ms))
+
+
 class RrcMachine:
     """One device's radio over time, driven by its own traffic.
 
