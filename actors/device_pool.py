@@ -426,6 +426,7 @@ class DevicePool:
             rec["uplink_ms"] = round(sent.ms, 3)
             rec["uplink_error_ms"] = round(sent.error_ms, 3)
             rec["lost_packets"] = sent.lost_packets
+            rec["queue_drops"] = sent.queue_drops
             reply, nbytes, t_done = await asyncio.wait_for(fut, max(0.0, deadline - now()))
         finally:
             conn.pending.pop(rid, None)

@@ -131,6 +131,32 @@ class RadioPower(_Frozen):
 
 
 TraceOffset = Literal["random"] | NonNegFloat
+Probability = Annotated[float, Field(ge=0, le=1)]
+
+
+class QueueLimit(_Frozen):
+    """A drop-tail queue at the bottleneck of one link direction (Mahimahi's droptail): at most `packets`
+    or `bytes` waiting (one of them); a packet beyond it is dropped and resent (throttling.queues)."""
+
+    packets: PosInt | None = None
+    bytes: Annotated[int, Field(ge=1500)] | None = None  # at least one MTU-sized packet
+
+    @model_validator(mode="after")
+    def _one_limit(self) -> QueueLimit:
+        if (self.packets is None) == (self.bytes is None):
+            raise ValueError("give exactly one of packets, bytes")
+        return self
+
+
+class LossModel(_Frozen):
+    """Bursty loss (Gilbert-Elliott), stepped per packet: good -> bad with p_good_bad, bad -> good with
+    p_bad_good; a packet is lost with loss_good / loss_bad in each state. Replaces loss_pct."""
+
+    kind: Literal["gilbert_elliott"] = "gilbert_elliott"
+    p_good_bad: Probability
+    p_bad_good: Probability
+    loss_good: Probability = 0.0
+    loss_bad: Probability = 1.0
 
 
 class LinkParams(_Frozen):
@@ -148,6 +174,15 @@ class LinkParams(_Frozen):
     uplink_trace: str | None = None
     downlink_trace: str | None = None
     trace_offset_ms: TraceOffset = "random"
+    uplink_queue: QueueLimit | None = None
+    downlink_queue: QueueLimit | None = None
+    loss_model: LossModel | None = None
+
+    @model_validator(mode="after")
+    def _one_loss(self) -> LinkParams:
+        if self.loss_model is not None and self.loss_pct > 0:
+            raise ValueError("loss_pct and loss_model are alternatives: set loss_pct to 0 with a loss_model")
+        return self
 
 
 class NetworkProfile(LinkParams):
@@ -164,6 +199,9 @@ class LinkOverride(_Frozen):
     uplink_trace: str | None = None
     downlink_trace: str | None = None
     trace_offset_ms: TraceOffset | None = None
+    uplink_queue: QueueLimit | None = None
+    downlink_queue: QueueLimit | None = None
+    loss_model: LossModel | None = None
 
 
 class DeviceClass(_Frozen):

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from testbed.config import Arrival, LinkParams, RadioPower, Topology
+from testbed.config import Arrival, LinkParams, QueueLimit, RadioPower, Topology
 from testbed.energy import RadioModel
 from testbed.rrc import IDLE, RrcPhase
 from throttling.netns import DeviceLink
@@ -32,10 +32,12 @@ class DeviceSpec:
     arrival: Arrival
 
     def uplink(self) -> LinkDirection:
-        return _direction(self.link, self.link.uplink_mbps, self.link.uplink_trace, f"{self.device_id}:up")
+        return _direction(self.link, self.link.uplink_mbps, self.link.uplink_trace, f"{self.device_id}:up",
+                          self.link.uplink_queue)
 
     def downlink(self) -> LinkDirection:
-        return _direction(self.link, self.link.downlink_mbps, self.link.downlink_trace, f"{self.device_id}:down")
+        return _direction(self.link, self.link.downlink_mbps, self.link.downlink_trace, f"{self.device_id}:down",
+                          self.link.downlink_queue)
 
     def kernel_link(self) -> DeviceLink:
         """What the tc backend installs for this device (rates; delay, jitter, loss where netem is used)."""
@@ -43,13 +45,17 @@ class DeviceSpec:
         return DeviceLink(link.uplink_mbps, link.downlink_mbps, link.rtt_ms / 2, link.jitter_ms, link.loss_pct)
 
 
-def _direction(link: LinkParams, rate_mbps: float, trace: str | None, seed: str) -> LinkDirection:
-    """Half the RTT each way; a lost packet waits one RTT before its resend."""
+def _direction(link: LinkParams, rate_mbps: float, trace: str | None, seed: str,
+               queue: QueueLimit | None) -> LinkDirection:
+    """Half the RTT each way; a lost (or tail-dropped) packet waits one RTT before its resend."""
     offset = 0.0
     if trace is not None:
         offset = trace_offset_ms(MahimahiTrace.load(trace), link.trace_offset_ms, random.Random(seed))
+    ge = link.loss_model
     return LinkDirection(rate_mbps=rate_mbps, delay_ms=link.rtt_ms / 2, jitter_ms=link.jitter_ms,
-                         loss_pct=link.loss_pct, rtx_ms=link.rtt_ms, trace_path=trace, trace_offset_ms=offset)
+                         loss_pct=link.loss_pct, rtx_ms=link.rtt_ms, trace_path=trace, trace_offset_ms=offset,
+                         queue_packets=queue.packets if queue else None, queue_bytes=queue.bytes if queue else None,
+                         ge_loss=(ge.p_good_bad, ge.p_bad_good, ge.loss_good, ge.loss_bad) if ge else None)
 
 
 def device_table(topo: Topology) -> list[DeviceSpec]:

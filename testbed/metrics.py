@@ -24,6 +24,7 @@ REQUEST_COLUMNS = (
     # RRC (testbed.rrc): the state a request found, the promotion before its first byte (in uplink_ms) and the
     # DRX wait of its answer (in downlink_ms); 0 with throttling.rrc off; None: timers unknown
     "rrc_state", "rrc_promotion_ms", "rrc_drx_ms", "rrc_ms",
+    "queue_drops",  # uplink packets the drop-tail queue refused (each resent): throttling.queues
 )
 
 LOAD_COLUMNS = (
@@ -87,6 +88,8 @@ def strategy_stats(records: Iterable[dict[str, Any]], window_s: float) -> dict[s
         "cuts": dict(Counter(r["cut"] for r in recs if r["cut"])),
         "rrc_ms_mean": {k: mean_of(f"rrc_{k}") for k in ("promotion_ms", "drx_ms", "ms")},
         "rrc_states": dict(Counter(r["rrc_state"] for r in recs if r["rrc_state"])),
+        "uplink_packets_lost": sum(int(r["lost_packets"] or 0) for r in recs),
+        "uplink_queue_drops": sum(int(r["queue_drops"] or 0) for r in recs),
         "prediction_error_pct": _prediction_error(done),
     }
 

@@ -8,12 +8,11 @@ import statistics
 
 import pytest
 
-from actors.cloud_server import CloudServer
-from actors.device_pool import DevicePool
-from testbed.config import ConfigError, load_topology
+from testbed.config import load_topology
 from testbed.devices import device_table
 from testbed.energy import RadioAccount, tail_energy_mj
 from testbed.rrc import downlink_wait_ms, state_at, uplink_promotion
+from tests.inprocess import run_phase
 
 # Huang et al. 2012 LTE (profile huang2012): promotion 260.1 ms at 1210.7 mW; continuous reception 100 ms at
 # 1060 mW; short DRX 20 ms at (1680.2 + 19*1060)/20 = 1091.01 mW; long DRX 11456 ms at (1680.1 + 39*1060)/40
@@ -103,29 +102,6 @@ def test_unknown_rrc_timers_are_reported_unknown_not_zero():
     assert acct.downlink_wait(1.0) is None
 
 
-@pytest.mark.parametrize("override, where", [
-    ("networks.lte.radio.profile=nope", "networks.lte.radio.profile"),
-    ("networks.lte.radio.tail[0].ms=-1", "networks.lte.radio.tail[0].ms"),
-    ("networks.lte.radio.tail[1].on_ms=50", "networks.lte.radio.tail[1]"),
-    ("networks.lte.radio.promotion_ms=-5", "networks.lte.radio.promotion_ms"),
-    ("throttling.rrc=sometimes", "throttling.rrc"),
-])
-def test_bad_radio_profiles_name_the_key(override, where):
-    with pytest.raises(ConfigError) as e:
-        load_topology("topologies/smoke.yaml", ["devices[0].network=lte", override])
-    assert where in str(e.value)
-
-
-def test_bad_radio_profile_exits_2(tmp_path):
-    import subprocess
-    import sys
-
-    r = subprocess.run([sys.executable, "run.py", "topologies/smoke.yaml", "--set", "networks.3g.radio.profile=i997"],
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2, r.stderr
-    assert "networks.3g.radio.profile" in r.stderr and "aro, aro_fallback, huang2012" in r.stderr
-
-
 def test_profile_by_name_replaces_the_rrc_values():
     topo = load_topology("topologies/smoke.yaml", ["devices[0].network=lte", "networks.lte.radio.profile=aro"])
     radio = device_table(topo)[0].radio
@@ -149,18 +125,7 @@ def _topology(write_topology, minimal_yaml, rate_hz, rrc):
 
 
 async def _phase(topo, strategy="butterfly"):
-    js = topo.model_dump_json()
-    cloud = CloudServer(0, js)
-    addr = await cloud.start("127.0.0.1")
-    pool = DevicePool(0, js, [0])
-    try:
-        await pool.prepare()
-        await pool.connect([addr])
-        await pool.run_phase(strategy, 0)
-        return [r for r in pool.drain(final=True) if r["status"] == "completed"]
-    finally:
-        await pool.stop()
-        await cloud.stop()
+    return [r for r in await run_phase(topo, strategy) if r["status"] == "completed"]
 
 
 @pytest.mark.timeout(300)

@@ -22,6 +22,7 @@ import random
 from dataclasses import dataclass
 
 from testbed.clock import now, sleep_until
+from throttling.queues import DropTail, GeParams, GilbertElliott
 from throttling.trace import MahimahiTrace, RateSerializer, Serializer, TraceSerializer
 
 MTU_BYTES = 1500
@@ -41,6 +42,9 @@ class LinkDirection:
     kernel_rate: bool = False  # the kernel (tc) clocks the bytes out; this shaper adds no serialization
     trace_path: str | None = None  # a Mahimahi trace: capacity follows it instead of rate_mbps
     trace_offset_ms: float = 0.0  # where in the trace this link starts
+    queue_packets: int | None = None  # drop-tail queue limit in packets (throttling.queues); None: unbounded
+    queue_bytes: int | None = None  # drop-tail queue limit in bytes
+    ge_loss: tuple[float, float, float, float] | None = None  # Gilbert-Elliott (p_gb, p_bg, loss_good, loss_bad)
 
     def ideal_ms(self, nbytes: int) -> float:
         """bytes/rate + delay: what the link should take for one message on an idle link."""
@@ -53,6 +57,7 @@ class Plan:
     ends: list[int]  # cumulative byte offset after each packet
     arrivals: list[float]  # when each packet's last byte leaves the far end
     lost_packets: int
+    queue_drops: int = 0  # packets the full drop-tail queue refused (each resent after rtx_ms)
 
     @property
     def t_last(self) -> float:
@@ -66,6 +71,7 @@ class SendResult:
     t_done: float  # when the last byte was actually written
     nbytes: int
     lost_packets: int
+    queue_drops: int = 0
 
     @property
     def ms(self) -> float:
@@ -151,6 +157,8 @@ class LinkShaper:
         self._base = self._serializer = serializer_for(spec, now())
         self._last_arrival = 0.0
         self._write_lock = asyncio.Lock()
+        self._queue = DropTail(spec.queue_packets, spec.queue_bytes) if spec.queue_packets or spec.queue_bytes else None
+        self._ge = GilbertElliott(GeParams(*spec.ge_loss), self._rng) if spec.ge_loss else None
 
     def set_faults(self, windows: list[tuple[float, float, float]]) -> None:
         """Link faults from now on: (start, end, capacity factor) in monotonic seconds; [] clears them."""
@@ -166,6 +174,10 @@ class LinkShaper:
         run meets the same capacity over time."""
         self._base = self._serializer = serializer_for(self.spec, now())  # faults: set again after it
         self._last_arrival = 0.0
+        if self._queue is not None:
+            self._queue.reset()
+        if self._ge is not None:
+            self._ge.bad = False
 
     def plan(self, nbytes: int, t_start: float, t_ready: float | None = None) -> Plan:
         """Schedule one message on the link (advances the link's state); no byte leaves before `t_ready`
@@ -179,22 +191,27 @@ class LinkShaper:
         floor = self._last_arrival
         ends: list[int] = []
         arrivals: list[float] = []
-        lost, offset = 0, 0
+        lost, offset, drops = 0, 0, 0
         ready = t_start if t_ready is None else max(t_start, t_ready)
         while offset < nbytes:
             size = min(spec.mtu_bytes, nbytes - offset)
             offset += size
+            while self._queue is not None and not self._queue.admits(size, ready):
+                drops += 1  # dropped at the tail; resent later (and every later packet waits behind it)
+                ready += max(rtx, 0.001)
             depart = self._serializer.depart(size, ready)
             arrival = depart + delay
-            if p_loss and self._rng.random() < p_loss:
+            if self._ge.lost() if self._ge is not None else (p_loss and self._rng.random() < p_loss):
                 lost += 1
                 depart = self._serializer.depart(size, depart)  # the resend takes the link again
                 arrival = depart + rtx + delay
+            if self._queue is not None:
+                self._queue.enqueue(size, depart)
             floor = max(floor, arrival)  # in-order delivery
             ends.append(offset)
             arrivals.append(floor)
         self._last_arrival = floor
-        return Plan(t_start, ends, arrivals, lost)
+        return Plan(t_start, ends, arrivals, lost, drops)
 
     async def send(self, writer: asyncio.StreamWriter, data: bytes, hold_ms: float = 0.0) -> SendResult:
         """Write `data` to `writer` as the emulated link would deliver it; the first byte waits `hold_ms`
@@ -204,7 +221,7 @@ class LinkShaper:
         async with self._write_lock:  # messages keep their order on the stream
             await self._write(writer, data, plan)
             await writer.drain()
-        return SendResult(t_start, plan.t_last, now(), len(data), plan.lost_packets)
+        return SendResult(t_start, plan.t_last, now(), len(data), plan.lost_packets, plan.queue_drops)
 
     @staticmethod
     async def _write(writer: asyncio.StreamWriter, data: bytes, plan: Plan) -> None:
