@@ -444,7 +444,8 @@ class DevicePool:
         t_up_done = reply["t_received"] if same_clock(reply.get("boot_id")) else sent.t_done
         rec["uplink_ms"] = round((t_up_done - sent.t_start) * 1000, 3)  # with the RRC promotion
         t_done = await self._drx_wait(dev, rec, t_up_done, t_done)
-        if dev.configured_uplink.trace_path is None and not dev.uplink.faulted(sent.t_start, t_up_done):
+        fixed = dev.configured_uplink.replay == "fixed rate" and dev.configured_uplink.delay_trace_path is None
+        if fixed and not dev.uplink.faulted(sent.t_start, t_up_done):
             # what the configured link should take (idle, mean delay); not where a link fault changed the link
             rec["uplink_ideal_ms"] = round(dev.configured_uplink.ideal_ms(sent.nbytes) + hold_ms, 3)
         # Device clock for the round trip; cloud clock for the time inside the server.

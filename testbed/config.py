@@ -148,6 +148,16 @@ class QueueLimit(_Frozen):
         return self
 
 
+class CellReplayTraces(_Frozen):
+    """One direction replayed as CellReplay does (throttling.cellreplay): `light` (its packet-train file:
+    `t_ms base_delay_ms pdo_ms ...`) for bursts that start on a drained link, `heavy` (a Mahimahi trace) after
+    their light opportunities; a burst starts anew when the link has been drained for `long_to_short_ms`."""
+
+    light: str
+    heavy: str
+    long_to_short_ms: NonNegFloat = 0.0
+
+
 class LossModel(_Frozen):
     """Bursty loss (Gilbert-Elliott), stepped per packet: good -> bad with p_good_bad, bad -> good with
     p_bad_good; a packet is lost with loss_good / loss_bad in each state. Replaces loss_pct."""
@@ -177,6 +187,11 @@ class LinkParams(_Frozen):
     uplink_queue: QueueLimit | None = None
     downlink_queue: QueueLimit | None = None
     loss_model: LossModel | None = None
+    # the one-way base delay follows a trace (`t_ms delay_ms` lines) instead of rtt_ms / 2
+    uplink_delay_trace: str | None = None
+    downlink_delay_trace: str | None = None
+    uplink_cellreplay: CellReplayTraces | None = None  # replaces uplink_trace and the delay: CellReplay's pair
+    downlink_cellreplay: CellReplayTraces | None = None
 
     @model_validator(mode="after")
     def _one_loss(self) -> LinkParams:
@@ -202,6 +217,10 @@ class LinkOverride(_Frozen):
     uplink_queue: QueueLimit | None = None
     downlink_queue: QueueLimit | None = None
     loss_model: LossModel | None = None
+    uplink_delay_trace: str | None = None
+    downlink_delay_trace: str | None = None
+    uplink_cellreplay: CellReplayTraces | None = None
+    downlink_cellreplay: CellReplayTraces | None = None
 
 
 class DeviceClass(_Frozen):
@@ -484,7 +503,8 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
 
 
 # ---------------------------------------------------------------- loading
-PATH_KEYS = ("weights", "image_dir", "uplink_trace", "downlink_trace")
+PATH_KEYS = ("weights", "image_dir", "uplink_trace", "downlink_trace", "uplink_delay_trace", "downlink_delay_trace",
+             "light", "heavy")
 
 
 def _resolve_paths(node: Any, base: Path) -> None:
@@ -623,6 +643,7 @@ def _cross_checks(topo: Topology) -> list[Problem]:
         if value is not None and (problem := _path_problem(key, value)):
             problems.append(problem)
     problems += _trace_problems(topo)
+    problems += _workload_trace_problems(topo)
     problems += _subnet_problems(topo)
     problems += _train_problems(topo)
     problems += _fault_problems(topo)
@@ -695,6 +716,37 @@ def _trace_problems(topo: Topology) -> list[Problem]:
             MahimahiTrace.load(path)
         except (TraceError, ValueError) as e:  # ValueError: a path open() refuses (a NUL byte)
             problems.append(Problem(key, f"not a usable Mahimahi trace: {e}", path, True))
+    return problems
+
+
+def _workload_trace_problems(topo: Topology) -> list[Problem]:
+    """Delay and CellReplay traces load and validate; a CellReplay direction has no Mahimahi trace beside it."""
+    from throttling.cellreplay import DelayTrace, LightTrace
+    from throttling.trace import MahimahiTrace, TraceError
+
+    links = [(f"networks.{n}", net) for n, net in topo.networks.items()]
+    links += [(f"devices[{i}].link", g.link) for i, g in enumerate(topo.devices)]
+    problems = []
+    for where, link in links:
+        for d in ("uplink", "downlink"):
+            loads = [(f"{d}_delay_trace", getattr(link, f"{d}_delay_trace"), DelayTrace.load, "delay trace")]
+            pair = getattr(link, f"{d}_cellreplay")
+            if pair is not None:
+                loads += [(f"{d}_cellreplay.light", pair.light, LightTrace.load, "CellReplay light trace"),
+                          (f"{d}_cellreplay.heavy", pair.heavy, MahimahiTrace.load, "Mahimahi trace")]
+                if getattr(link, f"{d}_trace") is not None:
+                    problems.append(Problem(f"{where}.{d}_trace", f"{d}_cellreplay replaces it; give one of them",
+                                            getattr(link, f"{d}_trace"), True))
+                if topo.throttling.backend == "tc":
+                    problems.append(Problem(f"{where}.{d}_cellreplay", "CellReplay replay needs the userspace "
+                                            "link backend (throttling.backend: userspace or auto)", pair.light, True))
+            for key, path, load, what in loads:
+                if path is None:
+                    continue
+                try:
+                    load(path)
+                except (TraceError, ValueError) as e:
+                    problems.append(Problem(f"{where}.{key}", f"not a usable {what}: {e}", path, True))
     return problems
 
 

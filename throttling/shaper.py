@@ -22,6 +22,7 @@ import random
 from dataclasses import dataclass
 
 from testbed.clock import now, sleep_until
+from throttling.cellreplay import CellReplaySerializer, DelayTrace, LightTrace
 from throttling.queues import DropTail, GeParams, GilbertElliott
 from throttling.trace import MahimahiTrace, RateSerializer, Serializer, TraceSerializer
 
@@ -45,6 +46,19 @@ class LinkDirection:
     queue_packets: int | None = None  # drop-tail queue limit in packets (throttling.queues); None: unbounded
     queue_bytes: int | None = None  # drop-tail queue limit in bytes
     ge_loss: tuple[float, float, float, float] | None = None  # Gilbert-Elliott (p_gb, p_bg, loss_good, loss_bad)
+    delay_trace_path: str | None = None  # the one-way delay follows this trace (throttling.cellreplay.DelayTrace)
+    light_trace_path: str | None = None  # CellReplay: light PDOs + base delay, with heavy_trace_path after them
+    heavy_trace_path: str | None = None
+    long_to_short_ms: float = 0.0
+
+    @property
+    def replay(self) -> str:
+        """How this direction's capacity is replayed, as the output names it."""
+        if self.light_trace_path:
+            return "cellreplay (workload-aware: light PDOs for short bursts, heavy after them)"
+        if self.trace_path:
+            return "mahimahi (saturator-recorded: every burst gets a saturating flow's opportunities)"
+        return "fixed rate"
 
     def ideal_ms(self, nbytes: int) -> float:
         """bytes/rate + delay: what the link should take for one message on an idle link."""
@@ -143,6 +157,9 @@ def serializer_for(spec: LinkDirection, t0: float) -> Serializer:
     """How packets are clocked onto the link: the kernel, a recorded trace, or a fixed rate."""
     if spec.kernel_rate:
         return ImmediateSerializer()
+    if spec.light_trace_path and spec.heavy_trace_path:
+        return CellReplaySerializer(LightTrace.load(spec.light_trace_path), MahimahiTrace.load(spec.heavy_trace_path),
+                                    t0, spec.trace_offset_ms, spec.long_to_short_ms)
     if spec.trace_path:
         return TraceSerializer(MahimahiTrace.load(spec.trace_path), t0, spec.trace_offset_ms)
     return RateSerializer(spec.rate_mbps)
@@ -154,8 +171,10 @@ class LinkShaper:
             raise ValueError("rate_mbps must be > 0")
         self.spec = spec
         self._rng = random.Random(seed)
-        self._base = self._serializer = serializer_for(spec, now())
+        self._t0 = now()
+        self._base = self._serializer = serializer_for(spec, self._t0)
         self._last_arrival = 0.0
+        self._delays = DelayTrace.load(spec.delay_trace_path) if spec.delay_trace_path else None
         self._write_lock = asyncio.Lock()
         self._queue = DropTail(spec.queue_packets, spec.queue_bytes) if spec.queue_packets or spec.queue_bytes else None
         self._ge = GilbertElliott(GeParams(*spec.ge_loss), self._rng) if spec.ge_loss else None
@@ -172,7 +191,8 @@ class LinkShaper:
     def restart(self) -> None:
         """Start the link over now (a new phase): a trace replays from its offset again, so every phase of a
         run meets the same capacity over time."""
-        self._base = self._serializer = serializer_for(self.spec, now())  # faults: set again after it
+        self._t0 = now()
+        self._base = self._serializer = serializer_for(self.spec, self._t0)  # faults: set again after it
         self._last_arrival = 0.0
         if self._queue is not None:
             self._queue.reset()
@@ -183,7 +203,7 @@ class LinkShaper:
         """Schedule one message on the link (advances the link's state); no byte leaves before `t_ready`
         (the radio's promotion: testbed.rrc), though the message counts from `t_start`."""
         spec = self.spec
-        delay = spec.delay_ms / 1000.0
+        delay = self._delay_s(t_start)
         if spec.jitter_ms > 0:
             delay = max(0.0, delay + self._rng.gauss(0.0, spec.jitter_ms / 1000.0))
         p_loss = spec.loss_pct / 100.0
@@ -212,6 +232,15 @@ class LinkShaper:
             arrivals.append(floor)
         self._last_arrival = floor
         return Plan(t_start, ends, arrivals, lost, drops)
+
+    def _delay_s(self, t_start: float) -> float:
+        """One-way delay of a message starting at `t_start`: the delay trace's, or the fixed one; none under
+        CellReplay (its serializer holds the base delay)."""
+        if self.spec.light_trace_path and not self.spec.kernel_rate:
+            return 0.0
+        if self._delays is not None:
+            return self._delays.delay_ms(self.spec.trace_offset_ms + (t_start - self._t0) * 1000.0) / 1000.0
+        return self.spec.delay_ms / 1000.0
 
     async def send(self, writer: asyncio.StreamWriter, data: bytes, hold_ms: float = 0.0) -> SendResult:
         """Write `data` to `writer` as the emulated link would deliver it; the first byte waits `hold_ms`
