@@ -724,12 +724,13 @@ def _workload_trace_problems(topo: Topology) -> list[Problem]:
     from throttling.cellreplay import DelayTrace, LightTrace
     from throttling.trace import MahimahiTrace, TraceError
 
-    links = [(f"networks.{n}", net) for n, net in topo.networks.items()]
+    links: list[tuple[str, Any]] = [(f"networks.{n}", net) for n, net in topo.networks.items()]
     links += [(f"devices[{i}].link", g.link) for i, g in enumerate(topo.devices)]
     problems = []
     for where, link in links:
         for d in ("uplink", "downlink"):
-            loads = [(f"{d}_delay_trace", getattr(link, f"{d}_delay_trace"), DelayTrace.load, "delay trace")]
+            loads: list[tuple[str, Any, Any, str]] = [
+                (f"{d}_delay_trace", getattr(link, f"{d}_delay_trace"), DelayTrace.load, "delay trace")]
             pair = getattr(link, f"{d}_cellreplay")
             if pair is not None:
                 loads += [(f"{d}_cellreplay.light", pair.light, LightTrace.load, "CellReplay light trace"),
