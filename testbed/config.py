@@ -738,9 +738,10 @@ def _workload_trace_problems(topo: Topology) -> list[Problem]:
                 if getattr(link, f"{d}_trace") is not None:
                     problems.append(Problem(f"{where}.{d}_trace", f"{d}_cellreplay replaces it; give one of them",
                                             getattr(link, f"{d}_trace"), True))
-                if topo.throttling.backend == "tc":
-                    problems.append(Problem(f"{where}.{d}_cellreplay", "CellReplay replay needs the userspace "
-                                            "link backend (throttling.backend: userspace or auto)", pair.light, True))
+                if topo.throttling.backend != "userspace":  # auto may pick tc, whose kernel clocks the bytes
+                    problems.append(Problem("throttling.backend", f"{where}.{d}_cellreplay needs the userspace "
+                                            "link backend; allowed with it: userspace", topo.throttling.backend,
+                                            True))
             for key, path, load, what in loads:
                 if path is None:
                     continue

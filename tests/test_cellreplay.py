@@ -96,8 +96,10 @@ def test_config_validates_workload_traces(files, write_topology, minimal_yaml):
         (f"networks.lte.downlink_delay_trace={files('n', '0 5' + chr(10) + '10 -1' + chr(10))}",
          "networks.lte.downlink_delay_trace"),
         (f"networks.lte.uplink_cellreplay={{light: {light}, heavy: {heavy}}}", "networks.lte.uplink_trace"),
+        (f"networks.lte.uplink_cellreplay={{light: {light}, heavy: {heavy}}}", "throttling.backend"),
     ):
-        extra = [f"networks.lte.uplink_trace={heavy}"] if where.endswith("uplink_trace") else []
+        extra = {"networks.lte.uplink_trace": [f"networks.lte.uplink_trace={heavy}"],
+                 "throttling.backend": ["throttling.backend=auto"]}.get(where, [])
         with pytest.raises(ConfigError) as e:
             load_topology(write_topology(minimal_yaml), [override, *extra])
         assert where in str(e.value)
