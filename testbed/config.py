@@ -565,8 +565,8 @@ def _with_profiles(raw: dict[str, Any]) -> dict[str, Any]:
 def _apply_radio_profile(network: Any, user: Any) -> None:
     """A network's radio with a `profile` named by the user: that profile's RRC values, then the user's own keys."""
     radio, own = (x.get("radio") if isinstance(x, dict) else None for x in (network, user))
-    if not isinstance(radio, dict) or not isinstance(own, dict) or "profile" not in own:
-        return
+    if not isinstance(radio, dict) or not isinstance(own, dict) or not isinstance(own.get("profile"), str):
+        return  # no profile named here (or not a name: left for the validator to report)
     preset = profiles.RADIO_PROFILES.get(str(radio.get("technology")), {}).get(own["profile"])
     if isinstance(preset, dict):  # an unknown name is left for the validator to report with what is allowed
         network["radio"] = {**radio, **copy.deepcopy(preset), **own}
