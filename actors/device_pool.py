@@ -186,7 +186,8 @@ class DevicePool:
             estimator = LinkEstimator(_prior_view(configured, spec.downlink()), self.topo.policy.bandwidth_window,
                                       self.topo.policy.estimate_ttl_s)
             dev = Device(spec, None if capped else TimeScaledCpu(self._speed(spec)), capped or self._executor,
-                         chooser, configured, uplink, RadioAccount(spec.radio), estimator, CloudTimes(cloud_ms))
+                         chooser, configured, uplink, RadioAccount(spec.radio, self.topo.throttling.rrc == "on"),
+                         estimator, CloudTimes(cloud_ms))
             dev.profiles = [self._profile(c, self._speed(spec), cloud_ms) for c in self._candidates]
             if any(split_policy.uses_network(c) for c in self._cuts):
                 dev.conns = [await self._connect(spec, replicas[i]) for i in chooser.connects_to()]
@@ -356,8 +357,11 @@ class DevicePool:
             profiles = [dataclasses.replace(p, cloud_ms=dev.cloud_times.get(p.cut)) for p in profiles]
         else:  # best_static: the profiles and the configured link, an empty queue
             view = dev.estimator.prior
+        rrc = split_policy.RrcContext(  # dynamic knows its radio's state now; best_static only the arrivals
+            dev.radio.enabled, (0.0 if dev.radio.active else dev.radio.idle_ms(now())) if strategy == "dynamic"
+            else None, dev.spec.arrival.process == "poisson")
         best, _ = split_policy.choose(profiles, view, dev.spec.compute_power_w, dev.spec.radio,
-                                      1000.0 / dev.spec.arrival.rate_hz, self._objective)
+                                      1000.0 / dev.spec.arrival.rate_hz, self._objective, rrc)
         return best.cut, best.latency_ms
 
     async def _run_request(self, dev: Device, strategy: str, rec: dict[str, Any], deadline: float) -> None:
@@ -373,18 +377,20 @@ class DevicePool:
             raise asyncio.TimeoutError
         rid = rec["request_id"]
         frame = encode_frame({**header, "type": "infer", "id": rid, "kind": cut}, payload)
-        promotion_mj, owed_tail_mj = dev.radio.begin(now())
-        rec["energy_promotion_mj"] = promotion_mj
-        if owed_tail_mj is not None:  # the previous request's tail ended when this one started
-            self._settle_tail(dev, owed_tail_mj)
+        start = dev.radio.start(now())  # the RRC state now: the promotion this request waits for and pays
+        rec.update(energy_promotion_mj=start.promotion_mj, rrc_state=start.state,
+                   rrc_promotion_ms=None if start.promotion_ms is None else round(start.promotion_ms, 3))
+        if start.owed_tail_mj is not None:  # the previous request's tail ended when this one started
+            self._settle_tail(dev, start.owed_tail_mj)
         t_radio_end: float | None = None
         try:
-            t_radio_end = await self._exchange_with_failover(dev, rec, frame, deadline)
+            t_radio_end = await self._exchange_with_failover(dev, rec, frame, deadline, start.promotion_ms or 0.0)
         finally:
             if dev.radio.end(t_radio_end or now()):
                 dev.tail_owner = rec
 
-    async def _exchange_with_failover(self, dev: Device, rec: dict[str, Any], frame: bytes, deadline: float) -> float:
+    async def _exchange_with_failover(self, dev: Device, rec: dict[str, Any], frame: bytes, deadline: float,
+                                      hold_ms: float) -> float:
         """`_exchange` on a live connection; if its replica dies under it, one retry elsewhere within the deadline."""
         lost = ""
         while True:
@@ -392,13 +398,13 @@ class DevicePool:
             conn = await self._failover.usable(dev.conns, k, dev.chooser.connects_to()[k],
                                                lambda addr: self._connect(dev.spec, addr))
             try:
-                t_done = await self._exchange(dev, conn, rec, frame, deadline)
+                t_done = await self._exchange(dev, conn, rec, frame, deadline, hold_ms)
             except ConnectionError as e:
                 self._failover.lost(conn)
                 what = f"replica {conn.replica} died: {e}"
                 if lost or now() >= deadline:
                     raise RejectedError(f"{lost}; retried, then {what}" if lost else what) from None
-                lost = what
+                lost, hold_ms = what, 0.0  # the radio was promoted by the first try
                 self._failover.retries += 1
                 continue
             if lost:
@@ -406,7 +412,7 @@ class DevicePool:
             return t_done
 
     async def _exchange(self, dev: Device, conn: Connection, rec: dict[str, Any], frame: bytes,
-                        deadline: float) -> float:
+                        deadline: float, hold_ms: float = 0.0) -> float:
         """Send the frame, wait for the answer; returns when the answer's last byte arrived."""
         rid = rec["request_id"]
         fut = conn.expect(rid)
@@ -414,11 +420,12 @@ class DevicePool:
         dev.outstanding[rid] = (now(), len(frame), others_ms)
         try:
             # The send is shielded: cancelling it half-way would corrupt the stream.
-            sent = await asyncio.shield(dev.uplink.send(conn.writer, frame))
+            sent = await asyncio.shield(dev.uplink.send(conn.writer, frame, hold_ms))
             rec["bytes_up"] = sent.nbytes
             rec["uplink_ms"] = round(sent.ms, 3)
             rec["uplink_error_ms"] = round(sent.error_ms, 3)
             rec["lost_packets"] = sent.lost_packets
+            rec["queue_drops"] = sent.queue_drops
             reply, nbytes, t_done = await asyncio.wait_for(fut, max(0.0, deadline - now()))
         finally:
             conn.pending.pop(rid, None)
@@ -434,14 +441,31 @@ class DevicePool:
         # monotonic clock, so the cloud's receive time is used (it includes kernel shaping, which
         # the device cannot see); across hosts, the device's own last-write time is used.
         t_up_done = reply["t_received"] if same_clock(reply.get("boot_id")) else sent.t_done
-        rec["uplink_ms"] = round((t_up_done - sent.t_start) * 1000, 3)
-        if dev.configured_uplink.trace_path is None and not dev.uplink.faulted(sent.t_start, t_up_done):
+        rec["uplink_ms"] = round((t_up_done - sent.t_start) * 1000, 3)  # with the RRC promotion
+        t_done = await self._drx_wait(dev, rec, t_up_done, t_done)
+        fixed = dev.configured_uplink.replay == "fixed rate" and dev.configured_uplink.delay_trace_path is None
+        if fixed and not dev.uplink.faulted(sent.t_start, t_up_done):
             # what the configured link should take (idle, mean delay); not where a link fault changed the link
-            rec["uplink_ideal_ms"] = round(dev.configured_uplink.ideal_ms(sent.nbytes), 3)
+            rec["uplink_ideal_ms"] = round(dev.configured_uplink.ideal_ms(sent.nbytes) + hold_ms, 3)
         # Device clock for the round trip; cloud clock for the time inside the server.
         rec["downlink_ms"] = round((t_done - t_up_done) * 1000 - reply["server_ms"], 3)
         dev.estimator.observe(t_done, sent.nbytes, rec["uplink_ms"], rec["downlink_ms"])
         dev.cloud_times.observe(rec["cut"], reply["cloud_ms"])
+        return t_done
+
+    @staticmethod
+    async def _drx_wait(dev: Device, rec: dict[str, Any], t_up_done: float, t_done: float) -> float:
+        """The answer reached the device at `t_done`: a radio in DRX (or idle) takes it at its next on-duration.
+        Returns when the device has it; records the wait and the request's whole RRC time."""
+        dev.radio.activity(t_up_done)
+        wait_ms = dev.radio.downlink_wait(t_done)
+        if wait_ms:
+            t_done += wait_ms / 1000.0
+            await sleep_until(t_done)
+        dev.radio.activity(t_done)
+        rec["rrc_drx_ms"] = None if wait_ms is None else round(wait_ms, 3)
+        parts = (rec["rrc_promotion_ms"], rec["rrc_drx_ms"])
+        rec["rrc_ms"] = None if None in parts else round(sum(p for p in parts if p is not None), 3)
         return t_done
 
     async def _device_compute(self, dev: Device, cut: str, rec: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
@@ -489,12 +513,14 @@ class DevicePool:
         rec["energy_promotion_mj"] = round(rec["energy_promotion_mj"] or 0.0, 4)
         if not used_radio:
             rec["energy_transfer_mj"] = 0.0
-        elif radio.known:
+        elif radio.known:  # the bytes on the air: not the promotion before them nor the DRX wait after
+            promotion_ms, drx_ms = rec["rrc_promotion_ms"], rec["rrc_drx_ms"]
             rec["energy_transfer_mj"] = round(radio_transfer_mj(
-                radio, rec["bytes_up"] or 0, rec["uplink_ms"] or 0, rec["bytes_down"] or 0,
-                max(0.0, rec["downlink_ms"] or 0)), 4)
-        # between the last uplink byte and the answer the radio is connected and idle: tail power
-        rec["energy_tail_mj"] = round(tail_energy_mj(radio, rec["server_ms"] or 0.0), 4) if used_radio else 0.0
+                radio, rec["bytes_up"] or 0, max(0.0, (rec["uplink_ms"] or 0) - (promotion_ms or 0)),
+                rec["bytes_down"] or 0, max(0.0, (rec["downlink_ms"] or 0) - (drx_ms or 0))), 4)
+        # between the last uplink byte and the answer (its DRX wait included) the radio is idle: tail power
+        idle_ms = (rec["server_ms"] or 0.0) + (rec["rrc_drx_ms"] or 0.0)
+        rec["energy_tail_mj"] = round(tail_energy_mj(radio, idle_ms), 4) if used_radio else 0.0
         _total_energy(rec, radio.known or not used_radio)
 
     def _settle_tail(self, dev: Device, tail_mj: float) -> None:

@@ -18,7 +18,17 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from testbed import bounds, profiles, split_policy
 from testbed.population import Population, PopulationCsvError, draws
@@ -43,6 +53,11 @@ def _cut(name: str) -> str:
     return name
 
 
+def _on_off(value: Any) -> Any:
+    """YAML 1.1 reads a bare on/off as a boolean: take it back as the word."""
+    return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
+
 # A split policy (see testbed.split_policy): split is the same cut as butterfly without the butterfly unit
 Strategy = Annotated[str, AfterValidator(_strategy)]
 Cut = Annotated[str, AfterValidator(_cut)]
@@ -56,10 +71,30 @@ class _Frozen(BaseModel):
 
 
 class TailPhase(_Frozen):
-    """One radio state after the last transfer (e.g. LTE continuous reception, short DRX, long DRX)."""
+    """One radio state after the last transfer (e.g. LTE continuous reception, short DRX, long DRX): how long
+    it lasts and its mean power; how the radio listens in it (`on_ms` at the start of every `cycle_ms`; 0:
+    continuously) and what sending from it costs (`promotion_ms` at `promotion_mw`, e.g. 3G FACH -> DCH)."""
 
     ms: NonNegFloat
     mw: NonNegFloat
+    state: str = ""
+    cycle_ms: NonNegFloat = 0.0
+    on_ms: NonNegFloat = 0.0
+    promotion_ms: NonNegFloat = 0.0
+    promotion_mw: NonNegFloat = 0.0
+
+    @model_validator(mode="after")
+    def _on_within_cycle(self) -> TailPhase:
+        if self.cycle_ms > 0 and not 0 < self.on_ms <= self.cycle_ms:
+            raise ValueError(f"on_ms must be in (0, cycle_ms={self.cycle_ms:g}] when cycle_ms is set")
+        return self
+
+
+class IdleListening(_Frozen):
+    """RRC_IDLE / WiFi power save: the radio listens `on_ms` every `cycle_ms` (paging, beacons); 0: not modelled."""
+
+    cycle_ms: NonNegFloat = 0.0
+    on_ms: NonNegFloat = 0.0
 
 
 class RadioPower(_Frozen):
@@ -75,10 +110,64 @@ class RadioPower(_Frozen):
     promotion_ms: NonNegFloat = 0.0
     promotion_mw: NonNegFloat = 0.0
     tail: list[TailPhase] = []
+    idle: IdleListening = IdleListening()
+    # the RRC parameter set by source (testbed.profiles.RADIO_PROFILES); rrc_known False: no checked timers
+    technology: Literal["lte", "3g", "wifi", "5g_nsa", "5g_sa"] | None = None
+    profile: str | None = None
+    rrc_known: bool = True
+    rrc_source: str = ""
     source: str = ""
+
+    @field_validator("profile")
+    @classmethod
+    def _known_profile(cls, name: str | None, info: ValidationInfo) -> str | None:
+        if name is None:
+            return name
+        tech = info.data.get("technology")
+        allowed = sorted(profiles.RADIO_PROFILES.get(tech or "", {}))
+        if name not in allowed:
+            raise ValueError(f"unknown radio profile for technology {tech}; allowed: {', '.join(allowed)}"
+                             if allowed else "a radio profile needs radio.technology (lte, 3g, wifi, 5g_nsa, 5g_sa)")
+        return name
 
 
 TraceOffset = Literal["random"] | NonNegFloat
+Probability = Annotated[float, Field(ge=0, le=1)]
+
+
+class QueueLimit(_Frozen):
+    """A drop-tail queue at the bottleneck of one link direction (Mahimahi's droptail): at most `packets`
+    or `bytes` waiting (one of them); a packet beyond it is dropped and resent (throttling.queues)."""
+
+    packets: PosInt | None = None
+    bytes: Annotated[int, Field(ge=1500)] | None = None  # at least one MTU-sized packet
+
+    @model_validator(mode="after")
+    def _one_limit(self) -> QueueLimit:
+        if (self.packets is None) == (self.bytes is None):
+            raise ValueError("give exactly one of packets, bytes")
+        return self
+
+
+class CellReplayTraces(_Frozen):
+    """One direction replayed as CellReplay does (throttling.cellreplay): `light` (its packet-train file:
+    `t_ms base_delay_ms pdo_ms ...`) for bursts that start on a drained link, `heavy` (a Mahimahi trace) after
+    their light opportunities; a burst starts anew when the link has been drained for `long_to_short_ms`."""
+
+    light: str
+    heavy: str
+    long_to_short_ms: NonNegFloat = 0.0
+
+
+class LossModel(_Frozen):
+    """Bursty loss (Gilbert-Elliott), stepped per packet: good -> bad with p_good_bad, bad -> good with
+    p_bad_good; a packet is lost with loss_good / loss_bad in each state. Replaces loss_pct."""
+
+    kind: Literal["gilbert_elliott"] = "gilbert_elliott"
+    p_good_bad: Probability
+    p_bad_good: Probability
+    loss_good: Probability = 0.0
+    loss_bad: Probability = 1.0
 
 
 class LinkParams(_Frozen):
@@ -96,6 +185,20 @@ class LinkParams(_Frozen):
     uplink_trace: str | None = None
     downlink_trace: str | None = None
     trace_offset_ms: TraceOffset = "random"
+    uplink_queue: QueueLimit | None = None
+    downlink_queue: QueueLimit | None = None
+    loss_model: LossModel | None = None
+    # the one-way base delay follows a trace (`t_ms delay_ms` lines) instead of rtt_ms / 2
+    uplink_delay_trace: str | None = None
+    downlink_delay_trace: str | None = None
+    uplink_cellreplay: CellReplayTraces | None = None  # replaces uplink_trace and the delay: CellReplay's pair
+    downlink_cellreplay: CellReplayTraces | None = None
+
+    @model_validator(mode="after")
+    def _one_loss(self) -> LinkParams:
+        if self.loss_model is not None and self.loss_pct > 0:
+            raise ValueError("loss_pct and loss_model are alternatives: set loss_pct to 0 with a loss_model")
+        return self
 
 
 class NetworkProfile(LinkParams):
@@ -112,6 +215,13 @@ class LinkOverride(_Frozen):
     uplink_trace: str | None = None
     downlink_trace: str | None = None
     trace_offset_ms: TraceOffset | None = None
+    uplink_queue: QueueLimit | None = None
+    downlink_queue: QueueLimit | None = None
+    loss_model: LossModel | None = None
+    uplink_delay_trace: str | None = None
+    downlink_delay_trace: str | None = None
+    uplink_cellreplay: CellReplayTraces | None = None
+    downlink_cellreplay: CellReplayTraces | None = None
 
 
 class DeviceClass(_Frozen):
@@ -222,6 +332,8 @@ class Throttling(_Frozen):
     trace_update_ms: Annotated[float, Field(ge=100)] = 1000.0  # tc backend: how often a traced rate is set
     check_links: bool = False  # measure every link per backend before the run (see --check-links)
     cpu: Literal["timescale", "cgroup", "auto"] = "timescale"  # device CPU: time scaling or real cgroup caps
+    # RRC states cost time (promotion before the first byte, DRX waits; testbed.rrc); off: energy only
+    rrc: Annotated[Literal["on", "off"], BeforeValidator(_on_off)] = "on"
 
 
 class Reference(_Frozen):
@@ -398,7 +510,8 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
 
 
 # ---------------------------------------------------------------- loading
-PATH_KEYS = ("weights", "image_dir", "uplink_trace", "downlink_trace", "csv")
+PATH_KEYS = ("weights", "image_dir", "uplink_trace", "downlink_trace", "uplink_delay_trace", "downlink_delay_trace",
+             "light", "heavy", "csv")
 
 
 def _resolve_paths(node: Any, base: Path) -> None:
@@ -450,8 +563,20 @@ def _with_profiles(raw: dict[str, Any]) -> dict[str, Any]:
         merged = {name: copy.deepcopy(p) for name, p in builtin.items()}
         for name, p in user.items():
             merged[name] = _merge(merged[name], p) if name in merged else p
+            if key == "networks":
+                _apply_radio_profile(merged[name], p)
         out[key] = merged
     return out
+
+
+def _apply_radio_profile(network: Any, user: Any) -> None:
+    """A network's radio with a `profile` named by the user: that profile's RRC values, then the user's own keys."""
+    radio, own = (x.get("radio") if isinstance(x, dict) else None for x in (network, user))
+    if not isinstance(radio, dict) or not isinstance(own, dict) or not isinstance(own.get("profile"), str):
+        return  # no profile named here (or not a name: left for the validator to report)
+    preset = profiles.RADIO_PROFILES.get(str(radio.get("technology")), {}).get(own["profile"])
+    if isinstance(preset, dict):  # an unknown name is left for the validator to report with what is allowed
+        network["radio"] = {**radio, **copy.deepcopy(preset), **own}
 
 
 def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
@@ -525,6 +650,7 @@ def _cross_checks(topo: Topology) -> list[Problem]:
         if value is not None and (problem := _path_problem(key, value)):
             problems.append(problem)
     problems += _trace_problems(topo)
+    problems += _workload_trace_problems(topo)
     problems += _subnet_problems(topo)
     problems += _train_problems(topo)
     problems += _fault_problems(topo)
@@ -618,6 +744,39 @@ def _trace_problems(topo: Topology) -> list[Problem]:
             MahimahiTrace.load(path)
         except (TraceError, ValueError) as e:  # ValueError: a path open() refuses (a NUL byte)
             problems.append(Problem(key, f"not a usable Mahimahi trace: {e}", path, True))
+    return problems
+
+
+def _workload_trace_problems(topo: Topology) -> list[Problem]:
+    """Delay and CellReplay traces load and validate; a CellReplay direction has no Mahimahi trace beside it."""
+    from throttling.cellreplay import DelayTrace, LightTrace
+    from throttling.trace import MahimahiTrace, TraceError
+
+    links: list[tuple[str, Any]] = [(f"networks.{n}", net) for n, net in topo.networks.items()]
+    links += [(f"devices[{i}].link", g.link) for i, g in enumerate(topo.devices)]
+    problems = []
+    for where, link in links:
+        for d in ("uplink", "downlink"):
+            loads: list[tuple[str, Any, Any, str]] = [
+                (f"{d}_delay_trace", getattr(link, f"{d}_delay_trace"), DelayTrace.load, "delay trace")]
+            pair = getattr(link, f"{d}_cellreplay")
+            if pair is not None:
+                loads += [(f"{d}_cellreplay.light", pair.light, LightTrace.load, "CellReplay light trace"),
+                          (f"{d}_cellreplay.heavy", pair.heavy, MahimahiTrace.load, "Mahimahi trace")]
+                if getattr(link, f"{d}_trace") is not None:
+                    problems.append(Problem(f"{where}.{d}_trace", f"{d}_cellreplay replaces it; give one of them",
+                                            getattr(link, f"{d}_trace"), True))
+                if topo.throttling.backend != "userspace":  # auto may pick tc, whose kernel clocks the bytes
+                    problems.append(Problem("throttling.backend", f"{where}.{d}_cellreplay needs the userspace "
+                                            "link backend; allowed with it: userspace", topo.throttling.backend,
+                                            True))
+            for key, path, load, what in loads:
+                if path is None:
+                    continue
+                try:
+                    load(path)
+                except (TraceError, ValueError) as e:
+                    problems.append(Problem(f"{where}.{key}", f"not a usable {what}: {e}", path, True))
     return problems
 
 

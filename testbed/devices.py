@@ -9,10 +9,12 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
-from testbed.config import Arrival, LinkParams, Topology
+from testbed.config import Arrival, LinkParams, RadioPower, Topology
 from testbed.energy import RadioModel
 from testbed.population import DeviceDraw, draws
+from testbed.rrc import IDLE, RrcPhase
 from throttling.netns import DeviceLink
 from throttling.shaper import LinkDirection
 from throttling.trace import MahimahiTrace, trace_offset_ms
@@ -32,10 +34,10 @@ class DeviceSpec:
     offline_s: tuple[tuple[float, float], ...] = ()  # a population's on/off intervals: away (no frames) in these
 
     def uplink(self) -> LinkDirection:
-        return _direction(self.link, self.link.uplink_mbps, self.link.uplink_trace, f"{self.device_id}:up")
+        return _direction(self.link, "uplink", f"{self.device_id}:up")
 
     def downlink(self) -> LinkDirection:
-        return _direction(self.link, self.link.downlink_mbps, self.link.downlink_trace, f"{self.device_id}:down")
+        return _direction(self.link, "downlink", f"{self.device_id}:down")
 
     def kernel_link(self) -> DeviceLink:
         """What the tc backend installs for this device (rates; delay, jitter, loss where netem is used)."""
@@ -43,13 +45,22 @@ class DeviceSpec:
         return DeviceLink(link.uplink_mbps, link.downlink_mbps, link.rtt_ms / 2, link.jitter_ms, link.loss_pct)
 
 
-def _direction(link: LinkParams, rate_mbps: float, trace: str | None, seed: str) -> LinkDirection:
-    """Half the RTT each way; a lost packet waits one RTT before its resend."""
+def _direction(link: LinkParams, d: str, seed: str) -> LinkDirection:
+    """One direction (`uplink` / `downlink`): half the RTT each way (or a delay trace); a lost or tail-dropped
+    packet waits one RTT before its resend; a Mahimahi or CellReplay trace replays the capacity."""
+    trace, pair, queue = getattr(link, f"{d}_trace"), getattr(link, f"{d}_cellreplay"), getattr(link, f"{d}_queue")
     offset = 0.0
-    if trace is not None:
-        offset = trace_offset_ms(MahimahiTrace.load(trace), link.trace_offset_ms, random.Random(seed))
-    return LinkDirection(rate_mbps=rate_mbps, delay_ms=link.rtt_ms / 2, jitter_ms=link.jitter_ms,
-                         loss_pct=link.loss_pct, rtx_ms=link.rtt_ms, trace_path=trace, trace_offset_ms=offset)
+    if trace is not None or pair is not None:
+        replayed = MahimahiTrace.load(pair.heavy if pair is not None else trace)
+        offset = trace_offset_ms(replayed, link.trace_offset_ms, random.Random(seed))
+    ge = link.loss_model
+    return LinkDirection(rate_mbps=getattr(link, f"{d}_mbps"), delay_ms=link.rtt_ms / 2, jitter_ms=link.jitter_ms,
+                         loss_pct=link.loss_pct, rtx_ms=link.rtt_ms, trace_path=trace, trace_offset_ms=offset,
+                         queue_packets=queue.packets if queue else None, queue_bytes=queue.bytes if queue else None,
+                         ge_loss=(ge.p_good_bad, ge.p_bad_good, ge.loss_good, ge.loss_bad) if ge else None,
+                         delay_trace_path=getattr(link, f"{d}_delay_trace"),
+                         light_trace_path=pair.light if pair else None, heavy_trace_path=pair.heavy if pair else None,
+                         long_to_short_ms=pair.long_to_short_ms if pair else 0.0)
 
 
 def device_table(topo: Topology) -> list[DeviceSpec]:
@@ -58,8 +69,7 @@ def device_table(topo: Topology) -> list[DeviceSpec]:
         net = topo.networks[g.network]
         dc = topo.device_classes[g.device_class]
         r = net.radio
-        radio = RadioModel(r.alpha_up_mw_per_mbps, r.alpha_down_mw_per_mbps, r.beta_mw, r.promotion_ms,
-                           r.promotion_mw, tuple((p.ms, p.mw) for p in r.tail))
+        radio = radio_model(r)
         link = topo.link_for(g)
         group = g.name or f"group{gi}"
         own = draws(g.population, g.count, group) if g.population is not None else [None] * g.count
@@ -84,6 +94,53 @@ def device_values(spec: DeviceSpec) -> dict[str, float | None]:
     """What each request row and summary.json record of the device it came from."""
     return {"device_full_model_ms": spec.full_model_ms, "device_uplink_kbps": round(spec.link.uplink_mbps * 1000, 3),
             "device_downlink_kbps": round(spec.link.downlink_mbps * 1000, 3)}
+
+
+def radio_model(r: RadioPower) -> RadioModel:
+    """The energy model and RRC timeline of one network's radio (testbed.energy, testbed.rrc)."""
+    phases = tuple(RrcPhase(p.state, p.cycle_ms, p.on_ms, p.promotion_ms, p.promotion_mw) for p in r.tail)
+    return RadioModel(r.alpha_up_mw_per_mbps, r.alpha_down_mw_per_mbps, r.beta_mw, r.promotion_ms, r.promotion_mw,
+                      tuple((p.ms, p.mw) for p in r.tail), phases, RrcPhase(IDLE, r.idle.cycle_ms, r.idle.on_ms),
+                      r.rrc_known, r.profile or "")
+
+
+def rrc_summary(topo: Topology) -> dict[str, Any]:
+    """throttling.rrc and each used network's RRC parameter set (summary.json `rrc`, the run's first lines)."""
+    nets: dict[str, Any] = {}
+    for name in sorted({g.network for g in topo.devices}):
+        r = topo.networks[name].radio
+        m = radio_model(r)
+        nets[name] = {"technology": r.technology, "profile": r.profile, "known": r.rrc_known,
+                      "promotion_ms": m.promotion_ms if r.rrc_known else None,
+                      "tail_ms": m.tail_ms if r.rrc_known else None,
+                      "states": [p.state for p in r.tail] + ["idle"], "source": r.rrc_source}
+    return {"mode": topo.throttling.rrc, "networks": nets}
+
+
+def rrc_line(topo: Topology) -> str:
+    """One line for the run's start: whether RRC waits are on, and each network's profile."""
+    s = rrc_summary(topo)
+    parts = [f"{n}: {v['profile']}, " + (f"promotion {v['promotion_ms']:g} ms, tail {v['tail_ms']:g} ms"
+                                         if v["known"] else "timers unknown") for n, v in s["networks"].items()]
+    what = "promotion and DRX waits on the link" if s["mode"] == "on" else "energy only, no waits (off)"
+    return f"rrc: {s['mode']}: {what} ({'; '.join(parts)})"
+
+
+def replay_summary(topo: Topology) -> dict[str, Any]:
+    """Per device group, how each direction's capacity and delay are replayed (summary.json `trace_replay`)."""
+    out: dict[str, Any] = {}
+    for spec in {s.group: s for s in reversed(device_table(topo))}.values():
+        out[spec.group] = {d: {"capacity": link.replay, "delay": f"trace {link.delay_trace_path}"
+                               if link.delay_trace_path else ("in the CellReplay trace" if link.light_trace_path
+                                                              else f"fixed {link.delay_ms:g} ms")}
+                           for d, link in (("uplink", spec.uplink()), ("downlink", spec.downlink()))}
+    return out
+
+
+def replay_line(topo: Topology) -> str | None:
+    """One line for the run's start when any link replays a trace; None when every link has a fixed rate."""
+    kinds = sorted({v["capacity"] for g in replay_summary(topo).values() for v in g.values()} - {"fixed rate"})
+    return f"trace replay: {'; '.join(kinds)}" if kinds else None
 
 
 def pool_slices(n_devices: int, per_pool: int) -> list[range]:

@@ -13,6 +13,9 @@ within it, that request pays no promotion and the previous one is charged only t
 of the tail that actually elapsed. A device sending every 100 ms never leaves the
 high-power state; one sending every 30 s pays promotion + the full tail every time.
 
+The states and their timers are `testbed.rrc`: the same timeline tells the link how long a transfer waits
+for the radio (promotion, DRX) and tells this module which request pays which energy.
+
 The radio model is Huang et al., MobiSys 2012; the coefficients and their sources are in
 `testbed.profiles` and docs/sources.md. A network without published coefficients has
 `RadioModel.known == False`, and its radio energy is reported as unknown (None), never 0.
@@ -20,8 +23,9 @@ The radio model is Huang et al., MobiSys 2012; the coefficients and their source
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+
+from testbed.rrc import IDLE, RrcMachine, RrcPhase, RrcStart, uplink_promotion
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,13 @@ class RadioModel:
     promotion_ms: float = 0.0
     promotion_mw: float = 0.0
     tail: tuple[tuple[float, float], ...] = ()  # (duration ms, power mW) phases after the last transfer
+    phases: tuple[RrcPhase, ...] = ()  # how the radio listens in each tail phase (missing: continuously)
+    idle: RrcPhase = RrcPhase(IDLE)  # RRC_IDLE / power save: its paging or beacon cycle
+    rrc_known: bool = True  # False: no checked source for the RRC timers; their waits are reported unknown
+    profile: str = ""  # the named parameter set (networks.<name>.radio.profile)
+
+    def phase(self, k: int) -> RrcPhase:
+        return self.phases[k] if k < len(self.phases) else RrcPhase()
 
     @property
     def known(self) -> bool:
@@ -81,36 +92,36 @@ def tail_energy_mj(radio: RadioModel, idle_ms: float) -> float:
     return total
 
 
-class RadioAccount:
-    """One device's radio state over time: who pays promotion, and how much tail each request gets.
+class RadioAccount(RrcMachine):
+    """One device's radio energy on its RRC timeline: who pays promotion, and how much tail each request gets.
 
-    `begin(t)` when a request's first byte goes out; `end(t)` when its last byte has arrived.
+    `start(t)` when a request's first byte is ready; `end(t)` when its last byte has arrived.
     A request that leaves the radio idle becomes the tail owner; its tail is settled by the next
-    `begin` (the elapsed idle time, capped at the tail) or by `expire`/`flush` (the full tail).
+    `start` (the elapsed idle time, capped at the tail) or by `expire`/`flush` (the full tail).
     Times are seconds on the device's clock.
     """
 
-    def __init__(self, radio: RadioModel):
-        self.radio = radio
-        self.active = 0
-        self.last_end = -math.inf
+    def start(self, t: float) -> RrcStart:
+        """The request's promotion (state, time, energy) and the tail energy owed by the previous tail owner."""
+        if self.active:
+            self.active += 1
+            return RrcStart("connected", self.wait_ms(0.0), 0.0, None)
+        idle_ms = self.idle_ms(t)
+        state, promotion_ms, promotion_mj = uplink_promotion(self.radio, idle_ms)
+        self.active = 1
+        owed = None if self.last_end == -float("inf") else tail_energy_mj(self.radio, (t - self.last_end) * 1000.0)
+        return RrcStart(state, self.wait_ms(promotion_ms), promotion_mj, owed)
 
     def begin(self, t: float) -> tuple[float, float | None]:
         """(promotion mJ for this request, tail mJ owed by the previous tail owner or None if none)."""
-        if self.active:
-            self.active += 1
-            return 0.0, None
-        self.active = 1
-        idle_ms = (t - self.last_end) * 1000.0
-        if math.isinf(idle_ms):
-            return self.radio.promotion_mj, None
-        promoted = idle_ms >= self.radio.tail_ms
-        return (self.radio.promotion_mj if promoted else 0.0), tail_energy_mj(self.radio, idle_ms)
+        s = self.start(t)
+        return s.promotion_mj, s.owed_tail_mj
 
     def end(self, t: float) -> bool:
         """Record the end of one request's radio use; True when it left the radio idle (it owns the tail)."""
         self.active = max(0, self.active - 1)
         self.last_end = max(self.last_end, t)
+        self.activity(t)
         return self.active == 0
 
     def expired(self, t: float) -> bool:
@@ -119,7 +130,3 @@ class RadioAccount:
 
     def full_tail_mj(self) -> float:
         return tail_energy_mj(self.radio, self.radio.tail_ms)
-
-    def reset(self) -> None:
-        """A new phase: the radio starts idle (phases are separate experiments)."""
-        self.active, self.last_end = 0, -math.inf

@@ -25,7 +25,15 @@ from typing import Any
 from testbed import __version__
 from testbed.clock import BOOT_ID
 from testbed.config import Topology
-from testbed.devices import device_table, device_values, pool_slices
+from testbed.devices import (
+    device_table,
+    device_values,
+    pool_slices,
+    replay_line,
+    replay_summary,
+    rrc_line,
+    rrc_summary,
+)
 from testbed.faults import fault_summary
 from testbed.faults import mechanism as faults_mechanism
 from testbed.host import host_facts
@@ -162,6 +170,9 @@ def run_experiment(topo: Topology, topology_file: str, out_dir: Path,
         with contextlib.ExitStack() as stack:
             state.backend = choose_backend(topo.throttling.backend, topo.throttling.subnet)
             progress.note(f"links: {state.backend.describe()}")
+            progress.note(rrc_line(topo))
+            if line := replay_line(topo):
+                progress.note(line)
             if topo.faults:
                 progress.note(f"faults: {faults_mechanism(topo, state.backend.name)}")
             if topo.throttling.check_links:
@@ -375,6 +386,8 @@ def build_summary(state: RunState) -> dict[str, Any]:
         "server_busy_by_strategy": {s: sum(v) / len(v) for s, v in state.busy_by_strategy.items() if v},
         "fidelity": _fidelity(state.records),
         "link_check": state.link_check,
+        "rrc": rrc_summary(topo),
+        "trace_replay": replay_summary(topo),
         **fault_summary(topo, state.records, state.fault_events, state.failover, state.backend.name),
     }
 

@@ -22,6 +22,10 @@ REQUEST_COLUMNS = (
     "energy_radio_mj", "energy_transfer_mj", "energy_promotion_mj", "energy_tail_mj", "replica", "batch_size",
     "uplink_ideal_ms", "uplink_error_ms", "lost_packets", "top1", "predicted_ms", "est_uplink_mbps",
     "device_full_model_ms", "device_uplink_kbps", "device_downlink_kbps",  # the device's own (testbed/population.py)
+    # RRC (testbed.rrc): the state a request found, the promotion before its first byte (in uplink_ms) and the
+    # DRX wait of its answer (in downlink_ms); 0 with throttling.rrc off; None: timers unknown
+    "rrc_state", "rrc_promotion_ms", "rrc_drx_ms", "rrc_ms",
+    "queue_drops",  # uplink packets the drop-tail queue refused (each resent): throttling.queues
 )
 
 LOAD_COLUMNS = (
@@ -84,6 +88,10 @@ def strategy_stats(records: Iterable[dict[str, Any]], window_s: float) -> dict[s
         "bytes_down_mean": mean_of("bytes_down"),
         "uplink_error_ms": {"p50": percentile(link_errors, 50), "p95": percentile(link_errors, 95)},
         "cuts": dict(Counter(r["cut"] for r in recs if r["cut"])),
+        "rrc_ms_mean": {k: mean_of(f"rrc_{k}") for k in ("promotion_ms", "drx_ms", "ms")},
+        "rrc_states": dict(Counter(r["rrc_state"] for r in recs if r["rrc_state"])),
+        "uplink_packets_lost": sum(int(r["lost_packets"] or 0) for r in recs),
+        "uplink_queue_drops": sum(int(r["queue_drops"] or 0) for r in recs),
         "prediction_error_pct": _prediction_error(done),
     }
 

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from testbed.energy import RadioModel, compute_energy_mj, radio_transfer_mj, tail_energy_mj
+from testbed.rrc import expected_rrc
 
 STAGES = ("layer1", "layer2", "layer3", "layer4")
 FIXED = ("cloud_only", "butterfly", "split", "device_only")
@@ -147,13 +148,15 @@ class Prediction:
 
 
 def predict(profile: CutProfile, link: LinkView, compute_power_w: float, radio: RadioModel,
-            gap_ms: float, objective: Objective) -> Prediction:
+            gap_ms: float, objective: Objective, rrc: RrcContext | None = None) -> Prediction:
     """End-to-end latency and device energy of one request at `profile`'s cut.
 
-    latency = device + bytes/uplink + delay + (queue + 1) x cloud + delay + reply/downlink.
-    energy = compute + radio transfer + tail while the cloud works + the tail until the next
-    request (at most the whole tail); device_only keeps the radio off.
+    latency = device + promotion + bytes/uplink + delay + (queue + 1) x cloud + delay + DRX wait + reply/downlink.
+    energy = compute + promotion + radio transfer + tail while the cloud works (and the answer waits for an
+    on-duration) + the tail until the next request (at most the whole tail); device_only keeps the radio off.
+    Promotion and DRX follow testbed.rrc.expected_rrc, as the run charges them; their time only with RRC on.
     """
+    rrc = rrc or RrcContext()
     energy: float | None = compute_energy_mj(compute_power_w, profile.device_ms)
     if not uses_network(profile.cut):
         return Prediction(profile.cut, profile.device_ms, energy, objective.cost(profile.device_ms, energy))
@@ -161,18 +164,33 @@ def predict(profile: CutProfile, link: LinkView, compute_power_w: float, radio: 
     down_ms = REPLY_BYTES * 8 / (link.downlink_mbps * 1e3) + link.one_way_ms
     server_ms = (link.queue_depth + 1) * profile.cloud_ms
     latency = profile.device_ms + up_ms + server_ms + down_ms
+    idle = None if rrc.idle_ms is None else rrc.idle_ms + profile.device_ms
+    cost = expected_rrc(radio, idle, gap_ms, latency, rrc.poisson, server_ms + link.one_way_ms)
+    if rrc.on and radio.rrc_known:
+        latency += cost.promotion_ms + cost.drx_ms
     if radio.known:
-        energy = (energy or 0.0) + radio_transfer_mj(radio, profile.bytes_up, up_ms, REPLY_BYTES, down_ms)
-        energy += tail_energy_mj(radio, server_ms) + tail_energy_mj(radio, gap_ms)
+        energy = (energy or 0.0) + cost.promotion_mj + radio_transfer_mj(radio, profile.bytes_up, up_ms,
+                                                                          REPLY_BYTES, down_ms)
+        energy += tail_energy_mj(radio, server_ms + cost.drx_ms) + tail_energy_mj(radio, gap_ms)
     else:
         energy = None
     return Prediction(profile.cut, latency, energy, objective.cost(latency, energy))
 
 
+@dataclass(frozen=True)
+class RrcContext:
+    """What a device knows of its radio when it decides: RRC waits on (throttling.rrc), its idle time now
+    (None: unknown, from the arrivals instead) and whether its arrivals are Poisson."""
+
+    on: bool = True
+    idle_ms: float | None = None
+    poisson: bool = False
+
+
 def choose(profiles: Sequence[CutProfile], link: LinkView, compute_power_w: float, radio: RadioModel,
-           gap_ms: float, objective: Objective) -> tuple[Prediction, list[Prediction]]:
+           gap_ms: float, objective: Objective, rrc: RrcContext | None = None) -> tuple[Prediction, list[Prediction]]:
     """The cheapest cut (ties: the earlier candidate) and every candidate's prediction."""
-    preds = [predict(p, link, compute_power_w, radio, gap_ms, objective) for p in profiles]
+    preds = [predict(p, link, compute_power_w, radio, gap_ms, objective, rrc) for p in profiles]
     return min(preds, key=lambda p: p.cost), preds
 
 

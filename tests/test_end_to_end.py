@@ -212,7 +212,8 @@ def test_tc_backend_run_shapes_in_namespaces_and_removes_them(tmp_path):
     before = set(list_namespaces())
     proc = subprocess.run([sys.executable, str(ROOT / "run.py"), str(ROOT / "topologies/smoke.yaml"), "--out", str(out),
                            "--set", "throttling.backend=tc", "--set", "duration_s=4", "--set", "warmup_s=1",
-                           "--set", "strategies=[butterfly, cloud_only]", "--set", "devices[0].link.jitter_ms=0"],
+                           "--set", "strategies=[butterfly, cloud_only]", "--set", "devices[0].link.jitter_ms=0",
+                           "--set", "throttling.rrc=off"],  # the link alone: RRC waits are tests/test_rrc.py
                           capture_output=True, text=True, timeout=500, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "kernel tc: tbf per device" in proc.stderr  # the run says which mechanism it used

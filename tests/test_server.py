@@ -19,7 +19,7 @@ pytestmark = pytest.mark.timeout(300)
 def _topology(write_topology, minimal_yaml, *overrides):
     base = ["duration_s=1.5", "warmup_s=0", "strategies=[butterfly, cloud_only, device_only]",
             "devices.arrival.rate_hz=2", "devices.count=2", "cloud.max_batch_wait_ms=2",
-            "networks.lte.jitter_ms=0"]
+            "networks.lte.jitter_ms=0", "throttling.rrc=off"]  # RRC waits: tests/test_rrc.py
     return load_topology(write_topology(minimal_yaml), base + list(overrides))
 
 

@@ -22,6 +22,8 @@ import random
 from dataclasses import dataclass
 
 from testbed.clock import now, sleep_until
+from throttling.cellreplay import CellReplaySerializer, DelayTrace, LightTrace
+from throttling.queues import DropTail, GeParams, GilbertElliott
 from throttling.trace import MahimahiTrace, RateSerializer, Serializer, TraceSerializer
 
 MTU_BYTES = 1500
@@ -41,6 +43,22 @@ class LinkDirection:
     kernel_rate: bool = False  # the kernel (tc) clocks the bytes out; this shaper adds no serialization
     trace_path: str | None = None  # a Mahimahi trace: capacity follows it instead of rate_mbps
     trace_offset_ms: float = 0.0  # where in the trace this link starts
+    queue_packets: int | None = None  # drop-tail queue limit in packets (throttling.queues); None: unbounded
+    queue_bytes: int | None = None  # drop-tail queue limit in bytes
+    ge_loss: tuple[float, float, float, float] | None = None  # Gilbert-Elliott (p_gb, p_bg, loss_good, loss_bad)
+    delay_trace_path: str | None = None  # the one-way delay follows this trace (throttling.cellreplay.DelayTrace)
+    light_trace_path: str | None = None  # CellReplay: light PDOs + base delay, with heavy_trace_path after them
+    heavy_trace_path: str | None = None
+    long_to_short_ms: float = 0.0
+
+    @property
+    def replay(self) -> str:
+        """How this direction's capacity is replayed, as the output names it."""
+        if self.light_trace_path:
+            return "cellreplay (workload-aware: light PDOs for short bursts, heavy after them)"
+        if self.trace_path:
+            return "mahimahi (saturator-recorded: every burst gets a saturating flow's opportunities)"
+        return "fixed rate"
 
     def ideal_ms(self, nbytes: int) -> float:
         """bytes/rate + delay: what the link should take for one message on an idle link."""
@@ -53,6 +71,7 @@ class Plan:
     ends: list[int]  # cumulative byte offset after each packet
     arrivals: list[float]  # when each packet's last byte leaves the far end
     lost_packets: int
+    queue_drops: int = 0  # packets the full drop-tail queue refused (each resent after rtx_ms)
 
     @property
     def t_last(self) -> float:
@@ -66,6 +85,7 @@ class SendResult:
     t_done: float  # when the last byte was actually written
     nbytes: int
     lost_packets: int
+    queue_drops: int = 0
 
     @property
     def ms(self) -> float:
@@ -137,6 +157,9 @@ def serializer_for(spec: LinkDirection, t0: float) -> Serializer:
     """How packets are clocked onto the link: the kernel, a recorded trace, or a fixed rate."""
     if spec.kernel_rate:
         return ImmediateSerializer()
+    if spec.light_trace_path and spec.heavy_trace_path:
+        return CellReplaySerializer(LightTrace.load(spec.light_trace_path), MahimahiTrace.load(spec.heavy_trace_path),
+                                    t0, spec.trace_offset_ms, spec.long_to_short_ms)
     if spec.trace_path:
         return TraceSerializer(MahimahiTrace.load(spec.trace_path), t0, spec.trace_offset_ms)
     return RateSerializer(spec.rate_mbps)
@@ -148,9 +171,13 @@ class LinkShaper:
             raise ValueError("rate_mbps must be > 0")
         self.spec = spec
         self._rng = random.Random(seed)
-        self._base = self._serializer = serializer_for(spec, now())
+        self._t0 = now()
+        self._base = self._serializer = serializer_for(spec, self._t0)
         self._last_arrival = 0.0
+        self._delays = DelayTrace.load(spec.delay_trace_path) if spec.delay_trace_path else None
         self._write_lock = asyncio.Lock()
+        self._queue = DropTail(spec.queue_packets, spec.queue_bytes) if spec.queue_packets or spec.queue_bytes else None
+        self._ge = GilbertElliott(GeParams(*spec.ge_loss), self._rng) if spec.ge_loss else None
 
     def set_faults(self, windows: list[tuple[float, float, float]]) -> None:
         """Link faults from now on: (start, end, capacity factor) in monotonic seconds; [] clears them."""
@@ -164,13 +191,19 @@ class LinkShaper:
     def restart(self) -> None:
         """Start the link over now (a new phase): a trace replays from its offset again, so every phase of a
         run meets the same capacity over time."""
-        self._base = self._serializer = serializer_for(self.spec, now())  # faults: set again after it
+        self._t0 = now()
+        self._base = self._serializer = serializer_for(self.spec, self._t0)  # faults: set again after it
         self._last_arrival = 0.0
+        if self._queue is not None:
+            self._queue.reset()
+        if self._ge is not None:
+            self._ge.bad = False
 
-    def plan(self, nbytes: int, t_start: float) -> Plan:
-        """Schedule one message on the link (advances the link's state)."""
+    def plan(self, nbytes: int, t_start: float, t_ready: float | None = None) -> Plan:
+        """Schedule one message on the link (advances the link's state); no byte leaves before `t_ready`
+        (the radio's promotion: testbed.rrc), though the message counts from `t_start`."""
         spec = self.spec
-        delay = spec.delay_ms / 1000.0
+        delay = self._delay_s(t_start)
         if spec.jitter_ms > 0:
             delay = max(0.0, delay + self._rng.gauss(0.0, spec.jitter_ms / 1000.0))
         p_loss = spec.loss_pct / 100.0
@@ -178,30 +211,46 @@ class LinkShaper:
         floor = self._last_arrival
         ends: list[int] = []
         arrivals: list[float] = []
-        lost, offset = 0, 0
+        lost, offset, drops = 0, 0, 0
+        ready = t_start if t_ready is None else max(t_start, t_ready)
         while offset < nbytes:
             size = min(spec.mtu_bytes, nbytes - offset)
             offset += size
-            depart = self._serializer.depart(size, t_start)
+            while self._queue is not None and not self._queue.admits(size, ready):
+                drops += 1  # dropped at the tail; resent later (and every later packet waits behind it)
+                ready += max(rtx, 0.001)
+            depart = self._serializer.depart(size, ready)
             arrival = depart + delay
-            if p_loss and self._rng.random() < p_loss:
+            if self._ge.lost() if self._ge is not None else (p_loss and self._rng.random() < p_loss):
                 lost += 1
                 depart = self._serializer.depart(size, depart)  # the resend takes the link again
                 arrival = depart + rtx + delay
+            if self._queue is not None:
+                self._queue.enqueue(size, depart)
             floor = max(floor, arrival)  # in-order delivery
             ends.append(offset)
             arrivals.append(floor)
         self._last_arrival = floor
-        return Plan(t_start, ends, arrivals, lost)
+        return Plan(t_start, ends, arrivals, lost, drops)
 
-    async def send(self, writer: asyncio.StreamWriter, data: bytes) -> SendResult:
-        """Write `data` to `writer` as the emulated link would deliver it."""
+    def _delay_s(self, t_start: float) -> float:
+        """One-way delay of a message starting at `t_start`: the delay trace's, or the fixed one; none under
+        CellReplay (its serializer holds the base delay)."""
+        if self.spec.light_trace_path and not self.spec.kernel_rate:
+            return 0.0
+        if self._delays is not None:
+            return self._delays.delay_ms(self.spec.trace_offset_ms + (t_start - self._t0) * 1000.0) / 1000.0
+        return self.spec.delay_ms / 1000.0
+
+    async def send(self, writer: asyncio.StreamWriter, data: bytes, hold_ms: float = 0.0) -> SendResult:
+        """Write `data` to `writer` as the emulated link would deliver it; the first byte waits `hold_ms`
+        (an RRC promotion), which the message's time includes."""
         t_start = now()
-        plan = self.plan(len(data), t_start)
+        plan = self.plan(len(data), t_start, t_start + hold_ms / 1000.0 if hold_ms > 0 else None)
         async with self._write_lock:  # messages keep their order on the stream
             await self._write(writer, data, plan)
             await writer.drain()
-        return SendResult(t_start, plan.t_last, now(), len(data), plan.lost_packets)
+        return SendResult(t_start, plan.t_last, now(), len(data), plan.lost_packets, plan.queue_drops)
 
     @staticmethod
     async def _write(writer: asyncio.StreamWriter, data: bytes, plan: Plan) -> None:
