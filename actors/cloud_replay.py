@@ -80,7 +80,7 @@ class ReplayCloudServer(CloudServer):
         t0 = now()
         for j in jobs:  # the payload is decoded for real: that cost belongs to the tier
             if kind == "cloud_only":
-                codec.decode_jpeg(j.payload)
+                codec.decode_image(j.payload, self.topo.model.cloud_only_upload, self.topo.model.input_size)
             else:
                 np.asarray(codec.decode_tensor(j.header["codec"], j.payload))
         remaining = t0 + self.replays[kind].batch_ms(len(jobs)) / 1000 - now()

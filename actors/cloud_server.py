@@ -292,24 +292,33 @@ class CloudServer:
         return await loop.run_in_executor(self._executor, self._compute, kind, jobs)
 
     def _compute(self, kind: str, jobs: list[Job]) -> list[Outcome]:
-        import torch
-
-        from testbed.model import preprocess
-
         t0 = now()
-        with torch.inference_mode():
-            if kind == "cloud_only":
-                images = [codec.decode_jpeg(j.payload) for j in jobs]
-                logits = self._parts[kind](preprocess(images, self.device))
-            else:  # a feature map: restoration (butterfly cuts) and the rest of the network
-                feats = np.stack([codec.decode_tensor(j.header["codec"], j.payload) for j in jobs])
-                logits = self._parts[kind](torch.from_numpy(feats).to(self.device))
-            top1 = logits.argmax(dim=1).tolist()
+        top1 = self._top1(kind, self._inputs(kind, jobs))
         t1 = now()
         n = len(jobs)
         with self._counters_lock:
             self._count_batch(n, t1 - t0)
-        return [Outcome(int(c), t0, (t1 - t0) * 1000, n) for c in top1]
+        return [Outcome(c, t0, (t1 - t0) * 1000, n) for c in top1]
+
+    def _inputs(self, kind: str, jobs: list[Job]) -> Any:
+        """The batch's payloads decoded for real into the cloud part's input tensor."""
+        import torch
+
+        from testbed.model import preprocess
+
+        m = self.topo.model
+        if kind == "cloud_only":
+            images = [codec.decode_image(j.payload, m.cloud_only_upload, m.input_size) for j in jobs]
+            return preprocess(images, self.device)
+        # a feature map: restoration (butterfly cuts) and the rest of the network
+        feats = np.stack([codec.decode_tensor(j.header["codec"], j.payload) for j in jobs])
+        return torch.from_numpy(feats).to(self.device)
+
+    def _top1(self, kind: str, x: Any) -> list[int]:
+        import torch
+
+        with torch.inference_mode():
+            return [int(c) for c in self._parts[kind](x).argmax(dim=1).tolist()]
 
     def _count_batch(self, n: int, busy_s: float) -> None:
         self._stats.add_batch(n, busy_s)

@@ -10,6 +10,7 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from testbed import hardware
 from testbed.config import Arrival, LinkParams, Topology
 from testbed.energy import RadioModel
 from throttling.netns import DeviceLink
@@ -28,6 +29,7 @@ class DeviceSpec:
     full_model_ms: float | None  # absolute profile: the run derives the speed from the host's time
     radio: RadioModel
     arrival: Arrival
+    hardware: str | None = None  # a device hardware profile (testbed.hardware): its times replace speed
 
     def uplink(self) -> LinkDirection:
         return _direction(self.link, self.link.uplink_mbps, self.link.uplink_trace, f"{self.device_id}:up")
@@ -59,9 +61,10 @@ def device_table(topo: Topology) -> list[DeviceSpec]:
         radio = RadioModel(r.alpha_up_mw_per_mbps, r.alpha_down_mw_per_mbps, r.beta_mw, r.promotion_ms,
                            r.promotion_mw, tuple((p.ms, p.mw) for p in r.tail))
         link = topo.link_for(g)
+        power_w = dc.compute_power_w if dc.hardware is None else hardware.resolve_device(dc.hardware).compute_power_w
         for _ in range(g.count):
-            out.append(DeviceSpec(len(out), g.name or f"group{gi}", g.device_class, link, dc.speed, dc.compute_power_w,
-                                  dc.full_model_ms, radio, g.arrival))
+            out.append(DeviceSpec(len(out), g.name or f"group{gi}", g.device_class, link, dc.speed, power_w,
+                                  dc.full_model_ms, radio, g.arrival, dc.hardware))
     return out
 
 

@@ -1,0 +1,89 @@
+"""`cloud.hardware`: a replica whose batches answer after a hardware profile's latency(batch), not this host's.
+
+Everything but the accelerator's time stays real: TCP ingress, the payload's decode, the dynamic batcher and
+its queue, the shaped downlink, and the answers (top-1 of the real model on the real bytes). A profile faster
+than this host is emulated by computing each distinct payload's answer once, for real, and memoising it: the
+devices send a fixed set of frames, so after the warm-up every batch decodes its payloads, looks the answers
+up and holds the executor (as the accelerator would be held) until the profile's time for its size has passed.
+A batch whose real work took longer than the profile's time is an overrun: it answers late, is counted, and
+the run warns that this part of the result is the host's, not the profile's.
+
+At start the replica also times the real tail on its own device for batches of 1 and max_batch_size and
+records the measured curve beside the profile's with their ratio (on a GPU: the profile against the real card).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
+
+from actors.cloud_server import CloudServer, Job, Outcome
+from testbed import hardware
+from testbed.clock import now
+
+SPIN_S = 0.001  # the last stretch of a hold is yielded, not slept
+MEMO_LIMIT = 8192  # distinct payloads remembered per replica (each answer is one int)
+
+
+class ProfileCloudServer(CloudServer):
+    """CloudServer whose batch time is the profile's latency(batch); answers real, memoised per payload."""
+
+    def _build(self) -> dict[str, Any]:
+        assert self.topo.cloud.hardware is not None
+        self.hw = hardware.resolve_cloud(self.topo.cloud.hardware)
+        self._memo: dict[bytes, int] = {}
+        self.overruns = 0
+        self.max_overrun_ms = 0.0
+        info = super()._build()
+        sizes = tuple(sorted({1, self.topo.cloud.max_batch_size}))
+        measured = {cut: self._calibrate_part(cut, sizes) for cut in self._parts}
+        curves = {cut: {str(n): {"measured_ms": round(ms, 3), "profile_ms": round(self.hw.tail_ms(cut, n), 3),
+                                 "measured_over_profile": round(ms / self.hw.tail_ms(cut, n), 3)}
+                        for n, ms in m.items()} for cut, m in measured.items()}
+        label = f"PROFILE {self.hw.name} (batch times from the profile; decoding, batching and answers real)"
+        return {**info, "device_name": f"{info['device_name']}, {label}", "compute": "profile",
+                "hardware": {"profile": self.hw.name, "source": self.hw.source, "power_w": self.hw.power_w,
+                             "latency_by_batch": curves}}
+
+    def _item_ms(self, cut: str) -> float:
+        return self.hw.tail_ms(cut, 1)
+
+    def _compute(self, kind: str, jobs: list[Job]) -> list[Outcome]:
+        t0 = now()
+        keys = [hashlib.blake2b(kind.encode() + j.payload, digest_size=16).digest() for j in jobs]
+        x = self._inputs(kind, jobs)  # every payload decoded for real: that cost belongs to the tier
+        misses = [i for i, k in enumerate(keys) if k not in self._memo]
+        fresh = dict(zip(misses, self._top1(kind, x[misses]), strict=True)) if misses else {}
+        for i, c in fresh.items():
+            if len(self._memo) < MEMO_LIMIT:
+                self._memo[keys[i]] = c
+        top1 = [fresh[i] if i in fresh else self._memo[k] for i, k in enumerate(keys)]
+        n = len(jobs)
+        t_end = t0 + self.hw.tail_ms(kind, n) / 1000
+        remaining = t_end - now()
+        if remaining > 0:
+            hold_until(t_end)  # holds the executor, as the accelerator would be held
+        else:
+            self.overruns += 1
+            self.max_overrun_ms = max(self.max_overrun_ms, -remaining * 1000)
+        t1 = now()
+        with self._counters_lock:
+            self._count_batch(n, t1 - t0)
+        return [Outcome(c, t0, (t1 - t0) * 1000, n) for c in top1]
+
+    def stats(self) -> dict[str, Any]:
+        return {**super().stats(), "device": f"{self.device}, profile {self.hw.name}",
+                "hardware": self.hw.name, "overrun_batches": self.overruns,
+                "max_overrun_ms": round(self.max_overrun_ms, 3),
+                "host_kept_up": self.overruns == 0}
+
+
+def hold_until(t_end: float) -> None:
+    """Block this thread until `t_end` (clock.now): sleep to within a millisecond, then yield until it is due.
+    A plain sleep overshoots by 0.1-0.5 ms on a loaded host, which is 10% of a GPU's batch-of-one time."""
+    coarse = t_end - now() - SPIN_S
+    if coarse > 0:
+        time.sleep(coarse)
+    while now() < t_end:
+        time.sleep(0)
