@@ -2,9 +2,11 @@
 
 Everything but the accelerator's time stays real: TCP ingress, the payload's decode, the dynamic batcher and
 its queue, the shaped downlink, and the answers (top-1 of the real model on the real bytes). A profile faster
-than this host is emulated by computing each distinct payload's answer once, for real, and memoising it: the
-devices send a fixed set of frames, so after the warm-up every batch decodes its payloads, looks the answers
-up and holds the executor (as the accelerator would be held) until the profile's time for its size has passed.
+than this host is emulated by computing the answers ahead: the pools send a fixed, seeded set of frames through
+deterministic device parts, so at start the replica builds the same payloads and computes each one's answer for
+real; every batch then decodes its payloads for real, looks the answers up and holds the executor (as the
+accelerator would be held) until the profile's time for its size has passed. A payload it did not foresee is
+computed on arrival (counted as `computed_on_arrival`) and remembered.
 A batch whose real work took longer than the profile's time is an overrun: it answers late, is counted, and
 the run warns that this part of the result is the host's, not the profile's.
 
@@ -24,6 +26,11 @@ from testbed.clock import now
 
 SPIN_S = 0.001  # the last stretch of a hold is yielded, not slept
 MEMO_LIMIT = 8192  # distinct payloads remembered per replica (each answer is one int)
+PRECOMPUTE_BATCH = 8
+
+
+def _key(kind: str, payload: bytes) -> bytes:
+    return hashlib.blake2b(kind.encode() + payload, digest_size=16).digest()
 
 
 class ProfileCloudServer(CloudServer):
@@ -34,8 +41,11 @@ class ProfileCloudServer(CloudServer):
         self.hw = hardware.resolve_cloud(self.topo.cloud.hardware)
         self._memo: dict[bytes, int] = {}
         self.overruns = 0
+        self.misses = 0  # payloads not precomputed, answered by computing them on arrival
+        self.precomputed = 0
         self.max_overrun_ms = 0.0
         info = super()._build()
+        self._precompute()
         sizes = tuple(sorted({1, self.topo.cloud.max_batch_size}))
         measured = {cut: self._calibrate_part(cut, sizes) for cut in self._parts}
         curves = {cut: {str(n): {"measured_ms": round(ms, 3), "profile_ms": round(self.hw.tail_ms(cut, n), 3),
@@ -46,12 +56,45 @@ class ProfileCloudServer(CloudServer):
                 "hardware": {"profile": self.hw.name, "source": self.hw.source, "power_w": self.hw.power_w,
                              "latency_by_batch": curves}}
 
+    def _precompute(self) -> None:
+        """The answers to every payload the pools will send, computed for real now (the pools' frames and device
+        parts are deterministic); a payload that still differs is computed when it arrives, as an overrun."""
+        from actors.device_pool import FRAMES_PER_POOL
+        from testbed.devices import pool_slices
+        from testbed.frames import make_frames
+
+        m, topo = self.topo.model, self.topo
+        for pool_id in range(len(pool_slices(topo.device_count, topo.pools.devices_per_pool))):
+            frames = make_frames(m.image_dir, m.input_size, FRAMES_PER_POOL, seed=m.seed + pool_id)
+            for cut in self._parts:
+                jobs = [self._device_job(cut, f) for f in frames]
+                for i in range(0, len(jobs), PRECOMPUTE_BATCH):
+                    batch = jobs[i:i + PRECOMPUTE_BATCH]
+                    for j, c in zip(batch, self._top1(cut, self._inputs(cut, batch)), strict=True):
+                        self._memo[_key(cut, j.payload)] = c
+        self.precomputed = len(self._memo)
+
+    def _device_job(self, cut: str, frame: Any) -> Job:
+        """What a device sends for `frame` at `cut` (actors.device_pool._device_work, on this replica)."""
+        import torch
+
+        from testbed import codec
+        from testbed.model import preprocess
+
+        m = self.topo.model
+        if cut == "cloud_only":
+            return Job(cut, {}, codec.encode_image(frame, m.cloud_only_upload, m.jpeg_quality), 0.0)
+        with torch.inference_mode():
+            out = self._device_parts[cut](preprocess([frame], self.device))
+        meta, payload = codec.encode_tensor(out[0].cpu().numpy(), m.codec.dtype, m.codec.zstd_level)
+        return Job(cut, {"codec": meta}, payload, 0.0)
+
     def _item_ms(self, cut: str) -> float:
         return self.hw.tail_ms(cut, 1)
 
     def _compute(self, kind: str, jobs: list[Job]) -> list[Outcome]:
         t0 = now()
-        keys = [hashlib.blake2b(kind.encode() + j.payload, digest_size=16).digest() for j in jobs]
+        keys = [_key(kind, j.payload) for j in jobs]
         x = self._inputs(kind, jobs)  # every payload decoded for real: that cost belongs to the tier
         misses = [i for i, k in enumerate(keys) if k not in self._memo]
         fresh = dict(zip(misses, self._top1(kind, x[misses]), strict=True)) if misses else {}
@@ -68,6 +111,7 @@ class ProfileCloudServer(CloudServer):
             self.overruns += 1
             self.max_overrun_ms = max(self.max_overrun_ms, -remaining * 1000)
         t1 = now()
+        self.misses += len(misses)
         with self._counters_lock:
             self._count_batch(n, t1 - t0)
         return [Outcome(c, t0, (t1 - t0) * 1000, n) for c in top1]
@@ -75,7 +119,8 @@ class ProfileCloudServer(CloudServer):
     def stats(self) -> dict[str, Any]:
         return {**super().stats(), "device": f"{self.device}, profile {self.hw.name}",
                 "hardware": self.hw.name, "overrun_batches": self.overruns,
-                "max_overrun_ms": round(self.max_overrun_ms, 3),
+                "max_overrun_ms": round(self.max_overrun_ms, 3), "precomputed_answers": self.precomputed,
+                "computed_on_arrival": self.misses,
                 "host_kept_up": self.overruns == 0}
 
 

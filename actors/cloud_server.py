@@ -118,6 +118,7 @@ class CloudServer:
         self._batchers: dict[str, DynamicBatcher[Job, Outcome]] = {}  # one per cut: a batch shares one part
         self._parts: dict[str, Any] = {}  # cut -> the cloud's part of the network
         self._samples: dict[str, Any] = {}  # cut -> one item of what that part takes (for calibration)
+        self._device_parts: dict[str, Any] = {}  # cut -> the device's part of the network (None: cloud_only)
         self._in_flight = 0
         self._window = Counters()
         self._counters_lock = threading.Lock()  # the executor thread updates, the loop samples
@@ -171,13 +172,14 @@ class CloudServer:
         sm.restoration.to(self.device)
         cuts = [c for c in split_policy.cuts_for_run(self.topo.strategies, self.topo.policy.cuts, m.split, catalogue)
                 if split_policy.uses_network(c)]
-        self._parts, self._samples = {}, {}
+        self._parts, self._samples, self._device_parts = {}, {}, {}
         with torch.inference_mode():  # first calls allocate and pick kernels: keep them out of the run
             x = torch.zeros(1, 3, m.input_size, m.input_size, device=self.device)
             for cut in cuts:
                 device_part, cloud_part = cut_parts(sm, cut)
                 assert cloud_part is not None
                 self._parts[cut] = cloud_part
+                self._device_parts[cut] = device_part  # what a device runs first (cloud_profile precomputes)
                 self._samples[cut] = device_part(x) if device_part is not None else x
                 cloud_part(self._samples[cut])
         name = torch.cuda.get_device_name(0) if self.device == "cuda" else cpu_model()

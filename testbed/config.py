@@ -274,7 +274,8 @@ class Rung(_Frozen):
 
     name: str
     description: str = ""
-    set: list[str] = []
+    set: list[str] = []  # --set assignments, key.path=value
+    unset: list[str] = []  # key paths whose earlier rungs' overrides are dropped (the topology's value returns)
 
 
 class RaySpec(_Frozen):

@@ -91,6 +91,9 @@ DEVICES: dict[str, dict[str, Any]] = {
     "phone_sd8gen2": {"full_model_ms": 6.0, "compute_power_w": 3.0,
                       "source": f"ResNet-50 INT8 on a Snapdragon 8 Gen 2 NPU, ~6 ms ({UNCHECKED}); 3 W assumed; "
                                 "spread over cuts by MAC share"},
+    "phone_cpu": {"full_model_ms": 180.0, "compute_power_w": 2.5,
+                  "source": f"ResNet-50 FP32 on a mid-range phone's big CPU cores (TFLite, 4 threads), ~180 ms "
+                            f"({UNCHECKED}); 2.5 W assumed; spread over cuts by MAC share"},
     "raspberry_pi4": {"full_model_ms": 1200.0, "compute_power_w": 6.4,
                       "source": f"ResNet-50 FP32 on the Pi 4B's 4 Cortex-A72 cores, ~1.2 s ({UNCHECKED}); "
                                 "6.4 W: assumed board power under full CPU load; spread over cuts by MAC share"},
