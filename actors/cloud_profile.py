@@ -46,8 +46,7 @@ class ProfileCloudServer(CloudServer):
         self.max_overrun_ms = 0.0
         info = super()._build()
         self._precompute()
-        sizes = tuple(sorted({1, self.topo.cloud.max_batch_size}))
-        measured = {cut: self._calibrate_part(cut, sizes) for cut in self._parts}
+        measured = self.measure_curves()
         curves = {cut: {str(n): {"measured_ms": round(ms, 3), "profile_ms": round(self.hw.tail_ms(cut, n), 3),
                                  "measured_over_profile": round(ms / self.hw.tail_ms(cut, n), 3)}
                         for n, ms in m.items()} for cut, m in measured.items()}

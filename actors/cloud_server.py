@@ -184,7 +184,9 @@ class CloudServer:
                 cloud_part(self._samples[cut])
         name = torch.cuda.get_device_name(0) if self.device == "cuda" else cpu_model()
         adaptive = any(s in split_policy.ADAPTIVE for s in self.topo.strategies)
-        return {"device": self.device, "device_name": name, "torch_threads": torch.get_num_threads(),
+        measured = self.measure_curves() if self.device == "cuda" and self.topo.cloud.hardware is None else None
+        return {"measured_batch_ms": measured,
+                "device": self.device, "device_name": name, "torch_threads": torch.get_num_threads(),
                 "split_catalogue": catalogue, "cuts": cuts, "accuracy_by_cut": accuracy_by_cut(sm.meta, m.codec.dtype),
                 "cut_cloud_ms": {c: round(self._item_ms(c), 3) for c in cuts} if adaptive else {}}
 
@@ -201,6 +203,12 @@ class CloudServer:
                     torch.cuda.synchronize()
 
         return calibrate(run, sizes)
+
+    def measure_curves(self) -> dict[str, dict[int, float]]:
+        """This replica's real latency(batch) per cut, for batches of 1 and max_batch_size (recorded at start on a
+        GPU, and beside a hardware profile's curve)."""
+        sizes = tuple(sorted({1, self.topo.cloud.max_batch_size}))
+        return {cut: {n: round(ms, 3) for n, ms in self._calibrate_part(cut, sizes).items()} for cut in self._parts}
 
     def _item_ms(self, cut: str) -> float:
         """The cloud's time for one item of `cut` (a batch of one), for the devices' split predictions."""

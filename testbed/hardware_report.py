@@ -29,7 +29,8 @@ def hardware_summary(topo: Any, pools: list[dict[str, Any]], replicas: list[dict
                  "why": {"profile": "cloud.hardware: batch times from the profile, answers real",
                          "replay": "cloud.compute replay: host-calibrated time / replay_speed, no model run",
                          }.get(compute, f"real model on this host's {r.get('device', '?')}"),
-                 "latency_by_batch": (r.get("hardware") or {}).get("latency_by_batch")}
+                 "latency_by_batch": (r.get("hardware") or {}).get("latency_by_batch"),
+                 "measured_batch_ms": r.get("measured_batch_ms")}
         if "overrun_batches" in st:
             entry.update(overrun_batches=st["overrun_batches"], max_overrun_ms=st["max_overrun_ms"],
                          host_kept_up=st["host_kept_up"])

@@ -103,3 +103,11 @@ def test_mechanism_replays_a_device_faster_than_the_host_and_time_scales_a_slowe
     slow = hardware.device_mechanism(pi, host, ["cloud_only", "layer2+butterfly"])
     assert fast["mechanism"] == "replayed" and "faster than host" in fast["why"]
     assert slow["mechanism"] == "time-scaled" and "slower than host" in slow["why"]
+
+
+def test_a_profile_barely_slower_than_the_host_is_replayed_so_load_cannot_make_it_overrun():
+    phone = hardware.resolve_device("phone_cpu")
+    cut = "layer2+butterfly"
+    near = hardware.device_mechanism(phone, {cut: phone.cut_ms(cut) / 1.1}, [cut])
+    far = hardware.device_mechanism(phone, {cut: phone.cut_ms(cut) / 1.5}, [cut])
+    assert near["mechanism"] == "replayed" and far["mechanism"] == "time-scaled"

@@ -58,11 +58,14 @@ def test_a_device_slower_than_the_host_is_time_scaled_to_the_profile(write_topol
     assert statistics.median(r["e2e_ms"] for r in recs) >= 1500
 
 
-def test_a_replica_with_a_profile_answers_after_the_profiles_batch_time(write_topology, minimal_yaml):
-    topo = _topology(write_topology, minimal_yaml, "strategies=[butterfly]", "duration_s=1.5",
-                     "devices.count=8", "devices.arrival.rate_hz=4", "cloud.hardware=gtx_1080ti",
-                     "cloud.max_batch_size=4")
-    hw = hardware.resolve_cloud("gtx_1080ti")
+def test_a_replica_with_a_profile_answers_after_the_profiles_batch_time(write_topology, minimal_yaml, tmp_path):
+    # times well above this host's decode, so a loaded 2-core host keeps up (an overrun is counted, not hidden)
+    gpu = tmp_path / "gpu.yaml"
+    gpu.write_text("kind: cloud\nbatch_ms: {1: 40, 4: 70}\ntail_batch_ms: {layer2: {1: 20, 4: 35}}\n")
+    topo = _topology(write_topology, minimal_yaml, "strategies=[butterfly]", "duration_s=2",
+                     "devices.count=8", "devices.arrival.rate_hz=4", f"cloud.hardware={gpu}",
+                     "cloud.max_batch_size=4", "pools.compute=replay")  # no device compute in this process
+    hw = hardware.resolve_cloud(str(gpu))
 
     async def go():
         js = topo.model_dump_json()
@@ -72,25 +75,40 @@ def test_a_replica_with_a_profile_answers_after_the_profiles_batch_time(write_to
         await pool.prepare()
         await pool.connect([addr])
         try:
-            await pool.run_phase("butterfly", 0)  # every frame's answer computed for real once
-            first = pool.drain()
-            await pool.run_phase("butterfly", 1)
-            return first, pool.drain(), cloud.stats(), addr
+            await pool.run_phase("butterfly", 0)
+            return pool.drain(), cloud.stats(), addr
         finally:
             await pool.stop()
             await cloud.stop()
 
-    first, second, stats, info = asyncio.run(go())
-    assert info["compute"] == "profile" and "PROFILE gtx_1080ti" in info["device_name"]
+    recs, stats, info = asyncio.run(go())
+    assert info["compute"] == "profile" and "PROFILE gpu" in info["device_name"]
     assert info["hardware"]["latency_by_batch"]["layer2+butterfly"]["1"]["measured_over_profile"] > 0
-    assert second and all(r["status"] == "completed" for r in second), [r["reason"] for r in second]
+    assert recs and all(r["status"] == "completed" for r in recs), [r["reason"] for r in recs]
     errors = [abs(r["cloud_ms"] - hw.tail_ms("layer2+butterfly", r["batch_size"]))
-              / hw.tail_ms("layer2+butterfly", r["batch_size"]) for r in second]
-    assert statistics.median(errors) <= 0.02, errors
-    assert max(r["batch_size"] for r in second) > 1  # batching stays real
+              / hw.tail_ms("layer2+butterfly", r["batch_size"]) for r in recs]
+    assert statistics.median(errors) <= 0.02, (errors, stats)
+    assert max(r["batch_size"] for r in recs) > 1  # batching stays real
+    # real answers: computed ahead from the pools' own frames, so none had to be computed on arrival
+    assert stats["precomputed_answers"] == 32 and stats["computed_on_arrival"] == 0
     answers = {}
-    for r in first + second:  # real answers: the model's top-1, the same for the same frame every time
+    for r in recs:  # the model's top-1, the same for the same frame every time
         assert r["top1"] >= 0
         answers.setdefault(r["request_id"] % 32, set()).add(r["top1"])
     assert all(len(v) == 1 for v in answers.values())
-    assert stats["hardware"] == "gtx_1080ti" and stats["overrun_batches"] >= 1  # the first sightings
+
+
+def test_the_replicas_latency_curve_is_measured_by_the_same_code_a_gpu_uses(write_topology, minimal_yaml):
+    """On a GPU (cloud.device cuda, no profile) start() records this curve; here the same code runs on the CPU."""
+    from actors.cloud_server import CloudServer
+
+    topo = _topology(write_topology, minimal_yaml, "strategies=[butterfly, cloud_only]", "duration_s=1",
+                     "cloud.max_batch_size=4")
+    cloud = CloudServer(0, topo.model_dump_json())
+    info = cloud._build()
+    assert info["measured_batch_ms"] is None  # measured at start on a GPU only
+    curves = cloud.measure_curves()
+    assert set(curves) == {"layer2+butterfly", "cloud_only"}
+    for curve in curves.values():
+        assert set(curve) == {1, 4} and 0 < curve[1] < curve[4]
+    cloud._executor.shutdown()
