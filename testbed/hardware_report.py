@@ -37,7 +37,8 @@ def hardware_summary(topo: Any, pools: list[dict[str, Any]], replicas: list[dict
             if st["overrun_batches"]:
                 warnings.append(f"replica {r['replica']}: {st['overrun_batches']} batches took longer than the "
                                 f"profile's time (up to {st['max_overrun_ms']:.1f} ms over): the host did not keep "
-                                "up; those answers are late (first sightings of a payload are computed for real)")
+                                f"up; those answers are late ({st.get('computed_on_arrival', 0)} payloads were not "
+                                "computed ahead and were computed on arrival)")
         reps[f"replica{r['replica']}"] = entry
     return {"device_classes": classes, "replicas": reps, "warnings": warnings}
 
