@@ -237,8 +237,9 @@ def _validated(ref: str, kind: str) -> DeviceProfile | CloudProfile:
 def _read(path: str) -> Any:
     try:
         raw = yaml.safe_load(Path(path).read_text())
-    except OSError as e:
-        raise ProfileError([("", f"cannot read the profile file {path}: {e.strerror}")]) from None
+    except (OSError, ValueError) as e:  # ValueError: a path open() refuses (a NUL byte)
+        raise ProfileError([("", f"cannot read the profile file {path!r}: {getattr(e, 'strerror', None) or e}")]) \
+            from None
     except yaml.YAMLError as e:
         raise ProfileError([("", f"profile file {path} is not valid YAML: {e}")]) from None
     if not isinstance(raw, dict):

@@ -111,3 +111,9 @@ def test_a_profile_barely_slower_than_the_host_is_replayed_so_load_cannot_make_i
     near = hardware.device_mechanism(phone, {cut: phone.cut_ms(cut) / 1.1}, [cut])
     far = hardware.device_mechanism(phone, {cut: phone.cut_ms(cut) / 1.5}, [cut])
     assert near["mechanism"] == "replayed" and far["mechanism"] == "time-scaled"
+
+
+@pytest.mark.parametrize("ref", ["n" * 300 + ".yaml", "missing.yaml"])
+def test_an_unreadable_profile_file_is_a_config_error(ref):
+    msg = _problems([f"cloud.hardware={ref}"])
+    assert "cloud.hardware: " in msg and "cannot read the profile file" in msg
