@@ -70,6 +70,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"invalid topology:\n{e}", file=sys.stderr)  # plain: never wrapped or restyled
         return 2
     if args.validate:
+        if topo.ladder:  # every rung, as it would run
+            from testbed.ladder import load_rungs
+
+            try:
+                load_rungs(args.topology, overrides)
+            except ConfigError as e:
+                print(f"invalid ladder:\n{e}", file=sys.stderr)
+                return 2
+            print(f"{args.topology}: ladder of {len(topo.ladder)} rungs, each valid")
         print(f"{args.topology}: valid ({topo.device_count} devices, strategies: {', '.join(topo.strategies)})")
         return 0
     if args.catalogue:

@@ -39,7 +39,7 @@ def run_ladder(topology_file: str, overrides: list[str], out: Path, err: Any, on
     finally:
         log.close()
         _write(out, base, table, status)
-    _print(out, table)
+    _print(out, table, base)
     return 0
 
 
@@ -56,11 +56,14 @@ def _write(out: Path, topo: Any, table: list[dict[str, Any]], status: str) -> No
     write_report(out)
 
 
-def _print(out: Path, table: list[dict[str, Any]]) -> None:
+def _print(out: Path, table: list[dict[str, Any]], topo: Any) -> None:
     from rich.console import Console
 
     console = Console()
     if not console.is_terminal:
         console = Console(width=160)
     ladder.print_table(table, console)
+    for ref in topo.references:  # the published headlines, beside the rungs' means
+        console.print(f"published: {ref.name}: latency x{ref.latency_x}, energy x{ref.energy_x} over cloud_only "
+                      f"(average over networks) [{ref.source}]")
     console.print(f"ladder: {out}/ (ladder.csv, ladder.png, summary.json, report.html; one folder per rung)")

@@ -94,3 +94,13 @@ def test_rung_a_puts_butterfly_ahead_of_cloud_only_on_every_network(tmp_path):
     assert run["hardware"]["replicas"]["replica0"]["mechanism"] == "profile"
     # the slower the uplink, the larger the gain (the papers' order)
     assert rows["3g"]["latency_x"] > rows["lte"]["latency_x"] > rows["wifi"]["latency_x"]
+
+
+def test_validate_checks_every_rung_and_exits_2_naming_the_rung(capsys):
+    from testbed.cli import main
+
+    assert main([PAPER, "--validate"]) == 0
+    assert "ladder of 6 rungs, each valid" in capsys.readouterr().out
+    assert main([PAPER, "--validate", "--set", "ladder[4].set=[device_classes.jetson_tx2.hardware=tx9]"]) == 2
+    err = capsys.readouterr().err
+    assert "device_classes.jetson_tx2.hardware: unknown device hardware profile" in err and "[ladder[4] e_phone]" in err
