@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 OVERRUN_TOLERANCE = 1.02  # a device's head time more than 2% over its profile's: the host did not keep up
+EMU_WAIT_WARN_MS = 10.0  # a profiled device that waited longer than this for its pool's executor: host overloaded
 
 
 def hardware_summary(topo: Any, pools: list[dict[str, Any]], replicas: list[dict[str, Any]],
@@ -48,11 +49,18 @@ def _device_warnings(topo: Any, classes: dict[str, dict[str, Any]], records: lis
     by_group = {g.name or f"group{i}": g.device_class for i, g in enumerate(topo.devices)}
     out = []
     for cls, m in classes.items():
+        if not m.get("profile"):
+            continue
         cuts = m.get("cuts") or {}
-        late = [r for r in records if by_group.get(r["group"]) == cls and r.get("cut") in cuts
-                and r.get("head_ms") is not None and r["head_ms"] > OVERRUN_TOLERANCE * cuts[r["cut"]]["profile_ms"]]
-        m["overrun_requests"] = len(late)
+        mine = [r for r in records if by_group.get(r["group"]) == cls and r.get("phase") != "warmup"]
+        late = [r for r in mine if r.get("cut") in cuts and r.get("head_ms") is not None
+                and r["head_ms"] > OVERRUN_TOLERANCE * cuts[r["cut"]]["profile_ms"]]
+        waited = [r for r in mine if (r.get("emu_wait_ms") or 0.0) > EMU_WAIT_WARN_MS]
+        m["overrun_requests"], m["emu_wait_requests"] = len(late), len(waited)
         if late:
             out.append(f"device class {cls}: {len(late)} requests' head took longer than the profile's time "
                        "(the host did not keep up; those head times are the host's)")
+        if waited:
+            out.append(f"device class {cls}: {len(waited)} requests waited over {EMU_WAIT_WARN_MS:g} ms for the "
+                       "pool's executor before their compute (the host was overloaded; their latency includes it)")
     return out

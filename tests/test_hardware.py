@@ -117,3 +117,28 @@ def test_a_profile_barely_slower_than_the_host_is_replayed_so_load_cannot_make_i
 def test_an_unreadable_profile_file_is_a_config_error(ref):
     msg = _problems([f"cloud.hardware={ref}"])
     assert "cloud.hardware: " in msg and "cannot read the profile file" in msg
+
+
+def test_the_summary_warns_when_the_host_did_not_keep_up_with_a_profile():
+    from testbed.hardware_report import hardware_summary
+
+    topo = load_topology("topologies/paper_resnet50.yaml", ["ladder=[]", "cloud.hardware=gtx_1080ti",
+                                                            "device_classes.jetson_tx2.hardware=jetson_tx2"])
+    mech = hardware.device_mechanism(hardware.resolve_device("jetson_tx2"), {"layer2+butterfly": 40.0},
+                                     ["layer2+butterfly"])
+    pools = [{"device_mechanisms": {"jetson_tx2": mech}}]
+    replicas = [{"replica": 0, "compute": "profile", "hardware": {"profile": "gtx_1080ti"}}]
+    stats = [{"replica": 0, "overrun_batches": 3, "max_overrun_ms": 12.5, "host_kept_up": False,
+              "computed_on_arrival": 1}]
+    ok = {"group": "3g", "phase": "measure", "cut": "layer2+butterfly", "head_ms": 4.887, "emu_wait_ms": 0.0}
+    late = {**ok, "head_ms": 9.0, "emu_wait_ms": 25.0}
+    out = hardware_summary(topo, pools, replicas, stats, [ok, ok, late])
+    assert out["device_classes"]["jetson_tx2"]["overrun_requests"] == 1
+    assert out["device_classes"]["jetson_tx2"]["emu_wait_requests"] == 1
+    assert out["replicas"]["replica0"]["host_kept_up"] is False
+    text = " ".join(out["warnings"])
+    assert "replica 0: 3 batches took longer" in text and "1 requests' head took longer" in text
+    assert "waited over 10 ms" in text
+    quiet = hardware_summary(topo, pools, replicas, [{**stats[0], "overrun_batches": 0, "host_kept_up": True}],
+                             [ok, ok])
+    assert quiet["warnings"] == []
