@@ -75,7 +75,8 @@ class ReplayCloudServer(CloudServer):
 
     def _compute(self, kind: str, jobs: list[Job]) -> list[Outcome]:
         t0 = now()
-        _, errors = decode_items(kind, jobs)  # the payload is decoded for real: that cost belongs to the tier
+        # the payload is decoded for real: that cost belongs to the tier
+        _, errors = decode_items(kind, jobs, self.topo.model)
         n = len(jobs) - len(errors)
         remaining = t0 + self.replays[kind].batch_ms(n) / 1000 - now() if n else 0.0
         if remaining > 0:

@@ -28,7 +28,7 @@ import numpy as np
 from testbed import codec, ingress, split_policy
 from testbed.batching import DynamicBatcher
 from testbed.clock import BOOT_ID, now, same_clock
-from testbed.config import Topology
+from testbed.config import ModelSpec, Topology
 from testbed.devices import device_table
 from testbed.host import ProcessUsage, cpu_model, freeze_heap, ray_node_id, ray_node_ip
 from testbed.wire import ProtocolError, encode_frame, read_frame
@@ -114,15 +114,15 @@ class ServerStats(Counters):
     batch_histogram: dict[int, int] = field(default_factory=dict)
 
 
-def decode_items(kind: str, jobs: list[Job]) -> tuple[dict[int, Any], dict[int, str]]:
+def decode_items(kind: str, jobs: list[Job], model: ModelSpec) -> tuple[dict[int, Any], dict[int, str]]:
     """Each job's decoded payload by index, or the reason it did not decode; the payloads are released (a
     connection that does not read its answers then holds a small reply, not the frame)."""
     items: dict[int, Any] = {}
     errors: dict[int, str] = {}
     for i, j in enumerate(jobs):
         try:
-            items[i] = codec.decode_jpeg(j.payload) if kind == "cloud_only" \
-                else codec.decode_tensor(j.header["codec"], j.payload)
+            items[i] = codec.decode_image(j.payload, model.cloud_only_upload, model.input_size) \
+                if kind == "cloud_only" else codec.decode_tensor(j.header["codec"], j.payload)
         except Exception as e:  # noqa: BLE001 - this item's own error record
             errors[i] = f"{type(e).__name__}: {e}"
         j.payload = b""
@@ -145,6 +145,7 @@ class CloudServer:
         self._batchers: dict[str, DynamicBatcher[Job, Outcome]] = {}  # one per cut: a batch shares one part
         self._parts: dict[str, Any] = {}  # cut -> the cloud's part of the network
         self._samples: dict[str, Any] = {}  # cut -> one item of what that part takes (for calibration)
+        self._device_parts: dict[str, Any] = {}  # cut -> the device's part of the network (None: cloud_only)
         self._in_flight = 0
         self._window = Counters()
         self._counters_lock = threading.Lock()  # the executor thread updates, the loop samples
@@ -203,25 +204,29 @@ class CloudServer:
         sm.restoration.to(self.device)
         cuts = [c for c in split_policy.cuts_for_run(self.topo.strategies, self.topo.policy.cuts, m.split, catalogue)
                 if split_policy.uses_network(c)]
-        self._parts, self._samples = {}, {}
+        self._parts, self._samples, self._device_parts = {}, {}, {}
         with torch.inference_mode():  # first calls allocate and pick kernels: keep them out of the run
             x = torch.zeros(1, 3, m.input_size, m.input_size, device=self.device)
             for cut in cuts:
                 device_part, cloud_part = cut_parts(sm, cut)
                 assert cloud_part is not None
                 self._parts[cut] = cloud_part
+                self._device_parts[cut] = device_part  # what a device runs first (cloud_profile precomputes)
                 self._samples[cut] = device_part(x) if device_part is not None else x
                 cloud_part(self._samples[cut])
         name = torch.cuda.get_device_name(0) if self.device == "cuda" else cpu_model()
         adaptive = any(s in split_policy.ADAPTIVE for s in self.topo.strategies)
-        return {"device": self.device, "device_name": name, "torch_threads": torch.get_num_threads(),
+        measured = self.measure_curves() if self.device == "cuda" and self.topo.cloud.hardware is None else None
+        return {"measured_batch_ms": measured,
+                "device": self.device, "device_name": name, "torch_threads": torch.get_num_threads(),
                 "split_catalogue": catalogue, "cuts": cuts, "accuracy_by_cut": accuracy_by_cut(sm.meta, m.codec.dtype),
                 "cut_cloud_ms": {c: round(self._item_ms(c), 3) for c in cuts} if adaptive else {}}
 
     def _configure_ingress(self) -> None:
         """What this run's devices may send (each cut's item shape) and each device's configured downlink."""
         shapes = {c: tuple(x.shape[1:]) for c, x in self._samples.items() if c != "cloud_only"}
-        self._limits = ingress.FrameLimits(shapes, self.topo.model.input_size, len(self.topo.faults))
+        self._limits = ingress.FrameLimits(shapes, self.topo.model.input_size, len(self.topo.faults),
+                                            self.topo.model.cloud_only_upload)
         backend = LinkBackend(**self.net["backend"]) if self.net else LinkBackend("userspace")
         self._downlinks = [userspace_part(s.downlink(), backend) for s in device_table(self.topo)]
 
@@ -238,6 +243,12 @@ class CloudServer:
                     torch.cuda.synchronize()
 
         return calibrate(run, sizes)
+
+    def measure_curves(self) -> dict[str, dict[int, float]]:
+        """This replica's real latency(batch) per cut, for batches of 1 and max_batch_size (recorded at start on a
+        GPU, and beside a hardware profile's curve)."""
+        sizes = tuple(sorted({1, self.topo.cloud.max_batch_size}))
+        return {cut: {n: round(ms, 3) for n, ms in self._calibrate_part(cut, sizes).items()} for cut in self._parts}
 
     def _item_ms(self, cut: str) -> float:
         """The cloud's time for one item of `cut` (a batch of one), for the devices' split predictions."""
@@ -368,27 +379,41 @@ class CloudServer:
 
     def _compute(self, kind: str, jobs: list[Job]) -> list[Outcome]:
         """One batch through the cut's cloud part; an item that does not decode fails alone."""
-        import torch
-
-        from testbed.model import preprocess
-
         t0 = now()
-        items, errors = decode_items(kind, jobs)
+        items, errors = decode_items(kind, jobs, self.topo.model)
         good = [i for i in range(len(jobs)) if i not in errors]
-        top1: dict[int, int] = {}
-        if good:
-            with torch.inference_mode():
-                if kind == "cloud_only":
-                    x = preprocess([items[i] for i in good], self.device)
-                else:  # a feature map: restoration (butterfly cuts) and the rest of the network
-                    x = torch.from_numpy(np.stack([items[i] for i in good])).to(self.device)
-                top1 = dict(zip(good, self._parts[kind](x).argmax(dim=1).tolist(), strict=True))
+        top1 = dict(zip(good, self._top1(kind, self._stack(kind, [items[i] for i in good])), strict=True)) \
+            if good else {}
         t1 = now()
         n = len(good)
         if n:
             with self._counters_lock:
                 self._count_batch(n, t1 - t0)
         return [Outcome(int(top1.get(i, -1)), t0, (t1 - t0) * 1000, n, errors.get(i)) for i in range(len(jobs))]
+
+    def _inputs(self, kind: str, jobs: list[Job]) -> Any:
+        """The batch's payloads decoded for real into the cloud part's input tensor (every one must decode)."""
+        items, errors = decode_items(kind, jobs, self.topo.model)
+        if errors:
+            raise ValueError(f"{len(errors)} of {len(jobs)} items did not decode: {next(iter(errors.values()))}")
+        return self._stack(kind, [items[i] for i in range(len(jobs))])
+
+    def _stack(self, kind: str, items: list[Any]) -> Any:
+        """Decoded items as one input tensor: preprocessed images (cloud_only) or stacked feature maps."""
+        import torch
+
+        from testbed.model import preprocess
+
+        if kind == "cloud_only":
+            return preprocess(items, self.device)
+        # a feature map: restoration (butterfly cuts) and the rest of the network
+        return torch.from_numpy(np.stack(items)).to(self.device)
+
+    def _top1(self, kind: str, x: Any) -> list[int]:
+        import torch
+
+        with torch.inference_mode():
+            return [int(c) for c in self._parts[kind](x).argmax(dim=1).tolist()]
 
     def _count_batch(self, n: int, busy_s: float) -> None:
         self._stats.add_batch(n, busy_s)

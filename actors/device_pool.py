@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from actors.failover import Failover
-from testbed import codec, faults, split_policy
+from testbed import codec, faults, hardware, split_policy
 from testbed.balancing import ReplicaChooser
 from testbed.clock import BOOT_ID, now, same_clock, sleep_until
 from testbed.config import Topology
@@ -139,6 +139,8 @@ class DevicePool:
         self._replayed: dict[tuple[str, int], tuple[float, float, float, bytes, dict[str, Any]]] = {}
         self._failover = Failover([])
         self._down_faults: dict[int, list[tuple[float, float, float]]] = {}  # device -> downlink fault windows
+        self._hardware: dict[str, hardware.DeviceHardware] = {}  # device class -> its hardware profile
+        self.mechanisms: dict[str, dict[str, Any]] = {}  # device class -> how it is emulated, and why
 
     # ------------------------------------------------------------ set-up
     async def prepare(self) -> dict[str, Any]:
@@ -146,7 +148,7 @@ class DevicePool:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self._build)
         if self.cpu["name"] == "cgroup":
-            for cls, speed in sorted({(s.device_class, self._speed(s)) for s in self.specs}):
+            for cls, speed in sorted({(s.device_class, self._speed(s)) for s in self.specs if s.hardware is None}):
                 await self._cap_class(cls, speed)
         return {"host_ms": self.calibration, "caps": self.cap_calibration}
 
@@ -188,14 +190,16 @@ class DevicePool:
             dev = Device(spec, None if capped else TimeScaledCpu(self._speed(spec)), capped or self._executor,
                          chooser, configured, uplink, RadioAccount(spec.radio, self.topo.throttling.rrc == "on"),
                          estimator, CloudTimes(cloud_ms))
-            dev.profiles = [self._profile(c, self._speed(spec), cloud_ms) for c in self._candidates]
+            hw = self._hardware.get(spec.device_class)
+            dev.profiles = [self._profile(c, self._speed(spec), cloud_ms, hw) for c in self._candidates]
             if any(split_policy.uses_network(c) for c in self._cuts):
                 dev.conns = [await self._connect(spec, replicas[i]) for i in chooser.connects_to()]
             self._devices.append(dev)
         freeze_heap()
         return {"pool": self.pool_id, "pid": os.getpid(), "node_id": ray_node_id(), "devices": len(self.specs),
                 "calibration_host_ms": self.calibration, "cpu_caps": self.cap_calibration,
-                "device_speeds": {s.device_class: round(self._speed(s), 4) for s in self.specs}}
+                "device_speeds": {s.device_class: round(self._speed(s), 4) for s in self.specs},
+                "device_mechanisms": self.mechanisms}
 
     def _build(self) -> None:
         import torch
@@ -220,12 +224,30 @@ class DevicePool:
                 self.calibration[cut] = median(r[1] for r in runs[2:]) * 1000
             self._encode_ms[cut] = median(r[2] for r in runs[2:]) * 1000
             self._bytes_up[cut] = int(median(len(r[3]) for r in runs[2:]))
-        if self.topo.pools.compute == "replay":
+        self._choose_mechanisms()
+        if self.topo.pools.compute == "replay" or any(v["mechanism"] == hardware.REPLAYED
+                                                      for v in self.mechanisms.values()):
             self._replayed = {(c, i): self._device_work(c, f) for c in self._cuts for i, f in enumerate(self._frames)}
 
-    def _profile(self, cut: str, speed: float, cloud_ms: dict[str, float]) -> CutProfile:
-        """What a cut costs this device (calibrated host times at its speed) for the split predictions."""
-        device_ms = (self.calibration.get(cut, 0.0) + self._encode_ms[cut]) / speed
+    def _choose_mechanisms(self) -> None:
+        """Per profiled device class: replayed (faster than this host) or time-scaled to the profile's times."""
+        for spec in self.specs:
+            if spec.hardware is not None and spec.device_class not in self._hardware:
+                hw = self._hardware[spec.device_class] = hardware.resolve_device(spec.hardware)
+                self.mechanisms[spec.device_class] = hardware.device_mechanism(hw, self.calibration, self._cuts)
+
+    def _replays(self, dev: Device) -> bool:
+        if self.topo.pools.compute == "replay":
+            return True
+        mech = self.mechanisms.get(dev.spec.device_class)
+        return mech is not None and mech["mechanism"] == hardware.REPLAYED
+
+    def _profile(self, cut: str, speed: float, cloud_ms: dict[str, float],
+                 hw: hardware.DeviceHardware | None = None) -> CutProfile:
+        """What a cut costs this device (calibrated host times at its speed, or its hardware profile's) for the
+        split predictions."""
+        device_ms = (self.calibration.get(cut, 0.0) + self._encode_ms[cut]) / speed if hw is None \
+            else hw.cut_ms(cut) + self._encode_ms[cut]
         return CutProfile(cut, device_ms, self._bytes_up[cut], cloud_ms.get(cut, 0.0))
 
     def _infer(self, model: Any, frame: np.ndarray) -> Any:
@@ -473,14 +495,20 @@ class DevicePool:
         loop = asyncio.get_running_loop()
         index = rec["request_id"] % len(self._frames)
         t_submit = now()
-        if self._replayed:  # the same bytes and timings as the real run of this frame, no compute now
+        replayed = self._replays(dev)
+        if replayed:  # the same bytes and timings as the real run of this frame, no compute now
             _, head_s, enc_s, payload, header = self._replayed[(cut, index)]
             t_exec = t_submit
         else:
             t_exec, head_s, enc_s, payload, header = await loop.run_in_executor(
                 dev.executor, self._device_work, cut, self._frames[index])
         rec["emu_wait_ms"] = round((t_exec - t_submit) * 1000, 3)
-        if dev.cpu is None:  # capped: the time it took is the device's time
+        hw = self._hardware.get(dev.spec.device_class)
+        if hw is not None:  # the profile's time; a replayed result is released at it, a real one waits to it
+            head_ms = hw.cut_ms(cut) if replayed else max(head_s * 1000, hw.cut_ms(cut))
+            encode_ms = enc_s * 1000  # encoding is not in the profile: this host's time
+            await sleep_until(t_exec + (head_ms + encode_ms) / 1000)
+        elif dev.cpu is None:  # capped: the time it took is the device's time
             head_ms, encode_ms = head_s * 1000, enc_s * 1000
         else:
             host_ms = self.calibration.get(cut, 0.0)
@@ -495,7 +523,7 @@ class DevicePool:
         t_exec = now()
         m = self.topo.model
         if cut == "cloud_only":
-            data = codec.encode_jpeg(frame, m.jpeg_quality)
+            data = codec.encode_image(frame, m.cloud_only_upload, m.jpeg_quality)
             return t_exec, 0.0, now() - t_exec, data, {}
         out = self._infer(self._models[cut], frame)
         t_head = now()
@@ -534,6 +562,8 @@ class DevicePool:
 
     def _speed(self, spec: DeviceSpec) -> float:
         """Relative speed; an absolute profile (full_model_ms) is set against this host's calibrated time."""
+        if spec.hardware is not None:  # the profile's own times are used, never a speed
+            return 1.0
         if spec.full_model_ms is None:
             return spec.speed
         return min(1.0, self.calibration["device_only"] / spec.full_model_ms)

@@ -34,6 +34,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="override a topology field, e.g. --set devices.count=10 (repeatable)")
     p.add_argument("--address", help="join an existing Ray cluster ('auto' or HOST:PORT) instead of "
                                      "starting an embedded one")
+    p.add_argument("--rungs", metavar="NAME,NAME",
+                   help="a topology with a ladder: run only these rungs (default: all)")
     p.add_argument("--sweep", metavar="KEY.PATH=V1,V2,...",
                    help="run once per value (e.g. devices.count=10,50,100) and write sweep.csv and sweep.png")
     p.add_argument("--validate", action="store_true", help="check the topology and exit")
@@ -69,6 +71,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"invalid topology:\n{e}", file=sys.stderr)  # plain: never wrapped or restyled
         return 2
     if args.validate:
+        if topo.ladder:  # every rung, as it would run
+            from testbed.ladder import load_rungs
+
+            try:
+                load_rungs(args.topology, overrides)
+            except ConfigError as e:
+                print(f"invalid ladder:\n{e}", file=sys.stderr)
+                return 2
+            print(f"{args.topology}: ladder of {len(topo.ladder)} rungs, each valid")
         print(f"{args.topology}: valid ({topo.device_count} devices, strategies: {', '.join(topo.strategies)})")
         return 0
     if args.catalogue:
@@ -90,6 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupt)
     if args.sweep:
         return _sweep(args.topology, overrides, args.sweep, out, err)
+    if topo.ladder:
+        from testbed.ladder_run import run_ladder
+
+        rungs = [r.strip() for r in args.rungs.split(",") if r.strip()] if args.rungs else None
+        return run_ladder(args.topology, overrides, out, err, rungs, _run)
     return _run(topo, args.topology, out, err)
 
 

@@ -82,3 +82,30 @@ def encode_jpeg(rgb: np.ndarray, quality: int) -> bytes:
 def decode_jpeg(data: bytes) -> np.ndarray:
     with Image.open(io.BytesIO(data)) as img:
         return np.asarray(img.convert("RGB"))
+
+
+IMAGE_UPLOADS = ("jpeg", "png", "raw")
+
+
+def encode_image(rgb: np.ndarray, upload: str, jpeg_quality: int = 90) -> bytes:
+    """What cloud_only uploads (`model.cloud_only_upload`): a JPEG, a lossless PNG, or the raw uint8 RGB pixels."""
+    if upload == "jpeg":
+        return encode_jpeg(rgb, jpeg_quality)
+    if upload == "png":
+        buf = io.BytesIO()
+        Image.fromarray(rgb, mode="RGB").save(buf, format="PNG")
+        return buf.getvalue()
+    if upload == "raw":
+        return np.ascontiguousarray(rgb, dtype=np.uint8).tobytes()
+    raise ValueError(f"unknown upload {upload!r}; allowed: {', '.join(IMAGE_UPLOADS)}")
+
+
+def decode_image(data: bytes, upload: str, size: int) -> np.ndarray:
+    """Inverse of encode_image; `size`: the square input size a raw upload has."""
+    if upload == "raw":
+        if len(data) != size * size * 3:
+            raise ValueError(f"raw upload of {len(data)} bytes; expected {size}x{size}x3 = {size * size * 3}")
+        return np.frombuffer(data, dtype=np.uint8).reshape(size, size, 3)
+    if upload in ("jpeg", "png"):
+        return decode_jpeg(data)  # PIL reads either format from its bytes
+    raise ValueError(f"unknown upload {upload!r}; allowed: {', '.join(IMAGE_UPLOADS)}")

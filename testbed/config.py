@@ -30,7 +30,7 @@ from pydantic import (
     model_validator,
 )
 
-from testbed import bounds, profiles, split_policy
+from testbed import bounds, hardware, profiles, split_policy
 from testbed.population import Population, PopulationCsvError, draws
 
 STRATEGIES = ("cloud_only", "butterfly", "split", "device_only", "best_static", "dynamic")  # and static:<cut>
@@ -233,6 +233,9 @@ class DeviceClass(_Frozen):
     compute_power_w: NonNegFloat
     full_model_ms: PosFloat | None = None
     source: str = ""
+    # a device hardware profile (testbed.hardware): a known name or a .yaml file; its per-cut times and power
+    # replace speed, full_model_ms and compute_power_w
+    hardware: str | None = None
 
 
 class Arrival(_Frozen):
@@ -266,6 +269,7 @@ class ModelSpec(_Frozen):
     jpeg_quality: Annotated[int, Field(ge=1, le=100)] = 90
     input_size: Annotated[int, Field(ge=32, le=1024)] = 224
     image_dir: str | None = None
+    cloud_only_upload: Literal["jpeg", "png", "raw"] = "jpeg"  # raw: uint8 RGB at input_size (testbed.codec)
 
 
 BUILTIN_DATASETS = ("digits",)  # shipped inside a package (scikit-learn), so training needs no download
@@ -309,6 +313,9 @@ class Cloud(_Frozen):
     # without running the model (density runs; actors/cloud_replay.py). Labelled as replayed in the output.
     compute: Literal["real", "replay"] = "real"
     replay_speed: PosFloat = 1.0
+    # a cloud hardware profile (testbed.hardware): a known name or a .yaml file; each batch answers after the
+    # profile's latency(batch) (actors/cloud_profile.py)
+    hardware: str | None = None
 
 
 class Pools(_Frozen):
@@ -376,6 +383,15 @@ class Fault(_Frozen):
     strategies: list[Strategy] | None = None  # the phases it applies to; default: every phase
 
 
+class Rung(_Frozen):
+    """One step of an assumption ladder (testbed.ladder): overrides added to the previous rungs'."""
+
+    name: str
+    description: str = ""
+    set: list[str] = []  # --set assignments, key.path=value
+    unset: list[str] = []  # key paths whose earlier rungs' overrides are dropped (the topology's value returns)
+
+
 class RaySpec(_Frozen):
     address: str | None = None  # None: start an embedded, loopback-only Ray
 
@@ -399,6 +415,7 @@ class Topology(_Frozen):
     policy: SplitPolicy = SplitPolicy()
     train: TrainSpec = TrainSpec()
     faults: list[Fault] = []  # injected faults, per phase (see testbed/faults.py)
+    ladder: list[Rung] = []  # an assumption ladder: one run per rung (testbed.ladder)
 
     @property
     def device_count(self) -> int:
@@ -511,14 +528,15 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
 
 # ---------------------------------------------------------------- loading
 PATH_KEYS = ("weights", "image_dir", "uplink_trace", "downlink_trace", "uplink_delay_trace", "downlink_delay_trace",
-             "light", "heavy", "csv")
+             "light", "heavy", "csv", "hardware")
 
 
 def _resolve_paths(node: Any, base: Path) -> None:
     """Relative file paths in a topology are relative to the topology file."""
     if isinstance(node, dict):
         for k, v in node.items():
-            if k in PATH_KEYS and isinstance(v, str) and not Path(v).is_absolute():
+            if k in PATH_KEYS and isinstance(v, str) and not Path(v).is_absolute() \
+                    and (k != "hardware" or hardware.is_file(v)):
                 try:
                     node[k] = str((base / v).resolve())
                 except (OSError, ValueError):  # e.g. a NUL byte: left as written, for _path_problem to report
@@ -655,6 +673,7 @@ def _cross_checks(topo: Topology) -> list[Problem]:
     problems += _train_problems(topo)
     problems += _fault_problems(topo)
     problems += _population_problems(topo)
+    problems += _hardware_problems(topo)
     if topo.pools.compute == "replay" and topo.throttling.cpu == "cgroup":
         problems.append(Problem("throttling.cpu", "cgroup caps need real device compute; pools.compute is replay",
                                 "cgroup", True))
@@ -680,10 +699,45 @@ def _population_problems(topo: Topology) -> list[Problem]:
             draws(g.population, g.count, g.name or f"group{i}")
         except PopulationCsvError as e:
             problems.append(Problem(f"devices[{i}].population.csv", str(e)))
+        if g.population.compute_ms is not None and topo.device_classes[g.device_class].hardware is not None:
+            problems.append(Problem(f"devices[{i}].population.compute_ms", "the device class has a hardware profile "
+                                    f"(device_classes.{g.device_class}.hardware) whose times replace it; give one",
+                                    None, True))
         if topo.throttling.cpu != "timescale":
             problems.append(Problem("throttling.cpu", f"devices[{i}] has a population: per-device compute is "
                                     "time-scaled (cgroup caps are per class); use timescale", topo.throttling.cpu,
                                     True))
+    return problems
+
+
+def _hardware_problems(topo: Topology) -> list[Problem]:
+    """Hardware profiles that exist, validate, and cover the model, its input size and every cut in use."""
+    used = {g.device_class for g in topo.devices}
+    places = [(f"device_classes.{n}.hardware", "device", c.hardware) for n, c in topo.device_classes.items()
+              if c.hardware is not None and n in used]
+    if topo.cloud.hardware is not None:
+        places.append(("cloud.hardware", "cloud", topo.cloud.hardware))
+    cuts = [c for s in topo.strategies if (c := split_policy.static_cut(s, topo.model.split))]
+    if any(s in split_policy.ADAPTIVE for s in topo.strategies):  # auto: every stage may be a candidate
+        cuts += list(topo.policy.cuts) if topo.policy.cuts != "auto" else list(SPLIT_POINTS)
+    problems = []
+    for key, kind, ref in places:
+        where = f"{ref}: " if hardware.is_file(ref) else ""
+        try:
+            prof = hardware.resolve_device(ref) if kind == "device" else hardware.resolve_cloud(ref)
+        except hardware.ProfileError as e:
+            problems += [Problem(key, f"{where}{k + ': ' if k else ''}{m}", ref, True) for k, m in e.problems]
+            continue
+        m = topo.model
+        if (prof.arch, prof.input_size) != (m.arch, m.input_size):
+            problems.append(Problem(key, f"profile {prof.name} covers {prof.arch} at {prof.input_size} px; the model "
+                                    f"is {m.arch} at {m.input_size} px (model.arch, model.input_size)", ref, True))
+            continue
+        for cut in cuts if kind == "device" else [c for c in cuts if split_policy.uses_network(c)]:
+            try:
+                prof.cut_ms(cut) if isinstance(prof, hardware.DeviceHardware) else prof.tail_ms(cut, 1)
+            except hardware.ProfileError as e:
+                problems.append(Problem(key, f"{where}{e}", ref, True))
     return problems
 
 

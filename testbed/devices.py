@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from testbed import hardware
 from testbed.config import Arrival, LinkParams, RadioPower, Topology
 from testbed.energy import RadioModel
 from testbed.population import DeviceDraw, draws
@@ -32,6 +33,7 @@ class DeviceSpec:
     radio: RadioModel
     arrival: Arrival
     offline_s: tuple[tuple[float, float], ...] = ()  # a population's on/off intervals: away (no frames) in these
+    hardware: str | None = None  # a device hardware profile (testbed.hardware): its times replace speed
 
     def uplink(self) -> LinkDirection:
         return _direction(self.link, "uplink", f"{self.device_id}:up")
@@ -72,11 +74,12 @@ def device_table(topo: Topology) -> list[DeviceSpec]:
         radio = radio_model(r)
         link = topo.link_for(g)
         group = g.name or f"group{gi}"
+        power_w = dc.compute_power_w if dc.hardware is None else hardware.resolve_device(dc.hardware).compute_power_w
         own = draws(g.population, g.count, group) if g.population is not None else [None] * g.count
         for d in own:
             full_ms, dev_link = _own_values(d, dc.full_model_ms, link)
-            out.append(DeviceSpec(len(out), group, g.device_class, dev_link, dc.speed, dc.compute_power_w,
-                                  full_ms, radio, g.arrival, d.offline_s if d is not None else ()))
+            out.append(DeviceSpec(len(out), group, g.device_class, dev_link, dc.speed, power_w,
+                                  full_ms, radio, g.arrival, d.offline_s if d is not None else (), dc.hardware))
     return out
 
 

@@ -36,6 +36,7 @@ from testbed.devices import (
 )
 from testbed.faults import fault_summary
 from testbed.faults import mechanism as faults_mechanism
+from testbed.hardware_report import hardware_summary
 from testbed.host import host_facts
 from testbed.metrics import percentile, ratios, summarize_groups, summarize_strategies
 from testbed.progress import Progress
@@ -87,7 +88,10 @@ class Actors:
 
         self.ray = ray
         self._args = (topo.model_dump_json(), net, cpu)
-        self._cloud_cls: Any = ray.remote(ReplayCloudServer if topo.cloud.compute == "replay" else CloudServer)
+        from actors.cloud_profile import ProfileCloudServer
+
+        cloud_cls = ReplayCloudServer if topo.cloud.compute == "replay" else CloudServer
+        self._cloud_cls: Any = ray.remote(ProfileCloudServer if topo.cloud.hardware else cloud_cls)
         self._pool_cls: Any = ray.remote(DevicePool)
         self.topo = topo
         self.slices = pool_slices(topo.device_count, topo.pools.devices_per_pool)
@@ -373,6 +377,7 @@ def build_summary(state: RunState) -> dict[str, Any]:
         "cpu_caps": {f"pool{p['pool']}": p["cpu_caps"] for p in state.pools if p.get("cpu_caps")},
         "device_speeds": {f"pool{p['pool']}": p.get("device_speeds") for p in state.pools},
         "device_population": _population_summary(state),
+        "hardware": hardware_summary(topo, state.pools, state.replicas, state.replica_stats, state.records),
         "split_catalogue": state.replicas[0]["split_catalogue"] if state.replicas else None,
         "accuracy_by_cut": state.replicas[0].get("accuracy_by_cut") if state.replicas else None,
         "phases_done": state.phases_done,

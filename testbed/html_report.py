@@ -39,6 +39,13 @@ class ReportError(Exception):
 def write_report(folder: Path, sweep_key: str | None = None) -> Path:
     """Build folder/report.html from the files in folder; returns its path."""
     folder = Path(folder)
+    from testbed.ladder import read_ladder, report_html
+
+    if (ladder := read_ladder(folder)) is not None:  # an assumption ladder's folder
+        path = folder / REPORT_NAME
+        path.write_text(htmlkit.page(f"splitbed ladder: {ladder['topology']} ({ladder['status']})",
+                                     report_html(ladder, folder)))
+        return path
     summary = _read_summary(folder)
     sweep_rows = read_rows(folder / "sweep.csv")
     if summary is None and not sweep_rows:

@@ -69,16 +69,18 @@ class FrameLimits:
     item_shapes: dict[str, tuple[int, ...]]  # feature cut -> (C, H, W)
     input_size: int
     max_fault_windows: int
+    upload: str = "jpeg"  # model.cloud_only_upload: jpeg | png | raw
 
     @property
-    def max_jpeg_bytes(self) -> int:
-        return 4 * self.input_size**2 + 65_536  # more than a quality-100 JPEG of the input size takes
+    def max_image_bytes(self) -> int:
+        # more than a quality-100 JPEG, a PNG or the raw pixels of the input size take
+        return 4 * self.input_size**2 + 65_536
 
     @property
     def max_payload_bytes(self) -> int:
         """The largest payload any frame may carry (read_frame's limit, before the header is known)."""
         feature = max((math.prod(s) * 4 for s in self.item_shapes.values()), default=0)
-        return max(feature + 65_536, self.max_jpeg_bytes)
+        return max(feature + 65_536, self.max_image_bytes)
 
     @property
     def max_in_flight_bytes(self) -> int:
@@ -90,7 +92,7 @@ def check_infer(header: dict[str, Any], payload: bytes, limits: FrameLimits) -> 
     """Refused unless the frame is what a device of this run sends for its cut."""
     kind = header.get("kind")
     if kind == "cloud_only":
-        check_jpeg(payload, limits)
+        check_image(payload, limits)
     elif kind in limits.item_shapes:
         check_tensor(header.get("codec"), payload, limits.item_shapes[kind])
     else:
@@ -119,20 +121,26 @@ def check_tensor(meta: Any, payload: bytes, shape: tuple[int, ...]) -> None:
         raise Refused("payload_size", f"{len(payload)} bytes; the cut's map is {expected}")
 
 
-def check_jpeg(payload: bytes, limits: FrameLimits) -> None:
-    """A JPEG of the run's input size, judged from its header (PIL reads the size without decoding)."""
+def check_image(payload: bytes, limits: FrameLimits) -> None:
+    """cloud_only's upload at the run's input size: raw pixels by length, a JPEG or PNG by its header (PIL reads
+    the size without decoding)."""
     from PIL import Image
 
-    if len(payload) > limits.max_jpeg_bytes:
-        raise Refused("payload_size", f"{len(payload)} bytes; allowed: {limits.max_jpeg_bytes}")
+    side = limits.input_size
+    if limits.upload == "raw":
+        if len(payload) != side * side * 3:
+            raise Refused("payload_size", f"{len(payload)} bytes; a raw {side}x{side} RGB upload is {side * side * 3}")
+        return
+    if len(payload) > limits.max_image_bytes:
+        raise Refused("payload_size", f"{len(payload)} bytes; allowed: {limits.max_image_bytes}")
     try:
         with Image.open(io.BytesIO(payload)) as img:
             size, fmt = img.size, img.format
     except Exception as e:  # noqa: BLE001 - PIL raises many kinds on garbage
         raise Refused("image", f"not an image: {type(e).__name__}") from None
-    side = limits.input_size
-    if fmt != "JPEG" or size != (side, side):
-        raise Refused("image", f"{fmt} {size[0]}x{size[1]}; allowed: a JPEG of {side}x{side}")
+    want = limits.upload.upper()
+    if fmt != want or size != (side, side):
+        raise Refused("image", f"{fmt} {size[0]}x{size[1]}; allowed: a {want} of {side}x{side}")
 
 
 def check_faults(header: dict[str, Any], limits: FrameLimits) -> list[tuple[float, float, float]]:

@@ -53,6 +53,12 @@ def print_summary(summary: dict[str, Any], out_dir: str, console: Console | None
     fid = summary["fidelity"]
     console.print(f"link: {summary['backends']['link']}")
     console.print(f"cpu: {summary['backends']['cpu']}")
+    hw = summary.get("hardware") or {}
+    for name, m in {**hw.get("device_classes", {}), **hw.get("replicas", {})}.items():
+        if m.get("profile"):
+            console.print(f"hardware: {name}: {m['why']}")
+    for w in hw.get("warnings", []):
+        console.print(f"[bold yellow]warning:[/bold yellow] {w}")
     vs = fid["uplink_vs_configured_pct"]
     console.print(f"fidelity: uplink vs configured link {fmt(vs['p50'], 2)}% (p50), {fmt(vs['p95'], 2)}% (p95); "
                   f"shaper write error p95 {fmt(fid['uplink_error_ms_p95'], 2)} ms; "
