@@ -129,6 +129,7 @@ class DevicePool:
         self._ids = itertools.count()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.calibration: dict[str, float] = {}  # cut -> host ms of the device's network part
+        self.calibration_s = 0.0  # what calibrating every cut cost at start
         self._encode_ms: dict[str, float] = {}  # cut -> host ms of encoding what goes up
         self._bytes_up: dict[str, int] = {}  # cut -> median bytes of what goes up
         self._models: dict[str, Any] = {}  # cut -> the network part the device runs (None: cloud_only)
@@ -193,32 +194,43 @@ class DevicePool:
             self._devices.append(dev)
         freeze_heap()
         return {"pool": self.pool_id, "pid": os.getpid(), "node_id": ray_node_id(), "devices": len(self.specs),
-                "calibration_host_ms": self.calibration, "cpu_caps": self.cap_calibration,
+                "calibration_host_ms": self.calibration, "calibration_s": round(self.calibration_s, 2),
+                "cpu_caps": self.cap_calibration,
                 "device_speeds": {s.device_class: round(self._speed(s), 4) for s in self.specs}}
 
     def _build(self) -> None:
         import torch
 
+        from testbed.cut_catalogue import cumulative_ms
         from testbed.frames import make_frames
-        from testbed.model import build_split_model, cut_parts, split_catalogue
+        from testbed.model import build_split_model, catalogue_rows, cut_parts, preprocess
 
         torch.set_num_threads(self.topo.pools.torch_threads)
         m, policy = self.topo.model, self.topo.policy
-        sm = build_split_model(m.weights, m.seed, m.split, m.butterfly_channels, m.input_size)
-        catalogue = split_catalogue(sm.full, m.input_size)
+        sm = build_split_model(m.weights, m.seed, m.split, m.butterfly_channels, m.input_size, arch=m.arch)
+        catalogue = catalogue_rows(sm.catalogue)
         self._frames = make_frames(m.image_dir, m.input_size, FRAMES_PER_POOL, seed=m.seed + self.pool_id)
         self._cuts = split_policy.cuts_for_run(self.topo.strategies, policy.cuts, m.split, catalogue)
         if any(s in split_policy.ADAPTIVE for s in self.topo.strategies):
             self._candidates = split_policy.candidate_cuts(policy.cuts, m.split, catalogue)
         absolute = any(s.full_model_ms is not None for s in self.specs)  # needs the host's full-model time
         profiled = self._cuts + (["device_only"] if absolute and "device_only" not in self._cuts else [])
+        t_cal = now()
+        # every raw cut's head time from one set of timed passes along the graph, not one head per cut
+        with torch.inference_mode():
+            upto_ms, full_ms = cumulative_ms(sm.catalogue, preprocess([self._frames[0]]), CALIBRATION_RUNS)
+        upto_ms["device_only"] = full_ms
         for cut in profiled:
             self._models[cut] = cut_parts(sm, cut)[0]
-            runs = [self._device_work(cut, self._frames[i % len(self._frames)]) for i in range(2 + CALIBRATION_RUNS)]
+            one_pass = cut in upto_ms
+            n_runs = 1 if one_pass else 2 + CALIBRATION_RUNS  # one run: the warm-up, the bytes and the encode
+            runs = [self._device_work(cut, self._frames[i % len(self._frames)]) for i in range(n_runs)]
+            runs = runs if one_pass else runs[2:]
             if self._models[cut] is not None:
-                self.calibration[cut] = median(r[1] for r in runs[2:]) * 1000
-            self._encode_ms[cut] = median(r[2] for r in runs[2:]) * 1000
-            self._bytes_up[cut] = int(median(len(r[3]) for r in runs[2:]))
+                self.calibration[cut] = upto_ms[cut] if one_pass else median(r[1] for r in runs) * 1000
+            self._encode_ms[cut] = median(r[2] for r in runs) * 1000
+            self._bytes_up[cut] = int(median(len(r[3]) for r in runs))
+        self.calibration_s = now() - t_cal
         if self.topo.pools.compute == "replay":
             self._replayed = {(c, i): self._device_work(c, f) for c in self._cuts for i, f in enumerate(self._frames)}
 

@@ -76,14 +76,13 @@ class Catalogue:
         return next((c for c in self.cuts if name == c.name or name in c.aliases), None)
 
     def natural_bottlenecks(self) -> list[str]:
-        """Cuts smaller than the input (float32), less those that only reshape the previous cut's
-        tensor (flatten, dropout: the same bytes and no conv or matmul between)."""
-        out, prev = [], None
-        for c in self.cuts:
-            copy = prev is not None and c.float32_bytes == prev.float32_bytes and c.flops_before == prev.flops_before
-            if c.float32_bytes < self.input_bytes and not copy:
+        """Cuts smaller than the input (float32). Of a run of cuts that send the same bytes with no conv or
+        matmul between them (an add then its ReLU, a pool then flatten), only the last: the module's output."""
+        out = []
+        for c, nxt in zip(self.cuts, [*self.cuts[1:], None], strict=True):
+            same = nxt is not None and (nxt.float32_bytes, nxt.flops_before) == (c.float32_bytes, c.flops_before)
+            if c.float32_bytes < self.input_bytes and not same:
                 out.append(c.name)
-            prev = c
         return out
 
 

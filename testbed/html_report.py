@@ -88,7 +88,7 @@ def _run_sections(folder: Path, summary: dict[str, Any]) -> list[str]:
          _time_figure(records, strategies, topo.get("warmup_s") or 0, summary.get("faults") or [])),
         ("energy", "Mean device energy per request", _energy_figure(measured, strategies)),
         ("cuts", "Split policies: the cut each request used, and the devices' uplink estimate",
-         policy_plot.cuts_figure(records, strategies)),
+         policy_plot.cuts_figure(records, strategies, [r["cut"] for r in summary.get("split_catalogue") or []])),
     ]
     out.append("<h2>Plots</h2>" + "".join(htmlkit.figure(htmlkit.png(fig), caption, name)
                                           for name, caption, fig in plots if fig is not None))
