@@ -106,7 +106,7 @@ def _train(argv: list[str]) -> int:
         from testbed.model_check import check_model
 
         topo = load_topology(args.topology, args.overrides)
-        check_model(topo, args.topology)
+        check_model(topo, args.topology, training=True)
     except ConfigError as e:
         print(f"invalid topology:\n{e}", file=sys.stderr)
         return 2

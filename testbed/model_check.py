@@ -34,10 +34,11 @@ def model_catalogue(topo: Topology, file: str) -> Any:
     return build_catalogue(net, m.input_size)
 
 
-def check_model(topo: Topology, file: str) -> Any:
-    """Build and trace the model, check every named cut; returns the catalogue. Raises ConfigError."""
+def check_model(topo: Topology, file: str, training: bool = False) -> Any:
+    """Build and trace the model, check every named cut (and train.channels for `run.py train`); returns the
+    catalogue. Raises ConfigError."""
     cat = model_catalogue(topo, file)
-    problems = cut_problems(topo, cat)
+    problems = cut_problems(topo, cat, training)
     if problems:
         raise ConfigError(file, problems)
     return cat
@@ -59,8 +60,8 @@ def _name_problem(key: str, name: str, cat: Any, extra: str = "") -> Problem | N
     return None
 
 
-def cut_problems(topo: Topology, cat: Any) -> list[Problem]:
-    """model.split, its butterfly channels, train.channels, static:<cut> strategies and policy.cuts."""
+def cut_problems(topo: Topology, cat: Any, training: bool = False) -> list[Problem]:
+    """model.split, its butterfly channels, static:<cut> strategies and policy.cuts; train.channels if training."""
     m = topo.model
     if (p := _name_problem("model.split", m.split, cat)) is not None:
         return [p]
@@ -70,7 +71,8 @@ def cut_problems(topo: Topology, cat: Any) -> list[Problem]:
         problems.append(Problem("model.butterfly_channels", f"must be below the {c} channels at split {m.split} "
                                 "(the butterfly unit reduces them)", m.butterfly_channels, True))
     problems += [Problem(f"train.channels[{i}]", f"must be below the {c} channels at split {m.split} (the "
-                         "butterfly unit reduces them)", n, True) for i, n in enumerate(topo.train.channels) if n >= c]
+                         "butterfly unit reduces them)", n, True) for i, n in enumerate(topo.train.channels)
+                 if training and n >= c]
     fixed = "cloud_only, device_only, "
     prefix = split_policy.STATIC_PREFIX
     places = [(f"strategies[{i}]", s[len(prefix):]) for i, s in enumerate(topo.strategies) if s.startswith(prefix)]
