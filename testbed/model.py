@@ -59,12 +59,18 @@ def save_checkpoint(sm: SplitModel, path: str | Path, **meta: Any) -> None:
 def _backbone(state: dict[str, torch.Tensor] | None, seed: int, num_classes: int, arch: str = "resnet50",
               input_size: int = 224) -> nn.Module:
     torch.manual_seed(seed)
-    if state is not None:  # the classifier (the state_dict's last weight) decides the class count
-        num_classes = next(v for k, v in reversed(state.items()) if k.endswith(".weight")).shape[0]
+    if state is not None:  # the classifier decides the class count
+        num_classes = _state_classes(state)
     net = build_network(arch, num_classes, input_size)
     if state is not None:
         net.load_state_dict(_part(state, "backbone"))
     return net.eval()
+
+
+def _state_classes(state: dict[str, torch.Tensor]) -> int:
+    """Classes of a backbone state_dict: the rows of its last weight (torchvision puts the classifier last)."""
+    return int(next(v for k, v in reversed(state.items()) if k.startswith("backbone.") and k.endswith(".weight"))
+               .shape[0])
 
 
 def _part(state: dict[str, torch.Tensor], name: str) -> dict[str, torch.Tensor]:
@@ -145,12 +151,13 @@ def build_split_model(weights: str | None, seed: int, split: str, reduced_channe
     A plain state_dict leaves the butterfly at its seeded random init.
     """
     state, meta = load_weights(weights) if weights else (None, {})
-    if meta and (meta.get("arch", "resnet50"), meta["split"], meta["reduced_channels"]) != (
-            arch, split, reduced_channels):
-        raise ValueError(f"{weights}: trained with {meta.get('arch', 'resnet50')} and a butterfly of "
-                         f"{meta['reduced_channels']} channels at {meta['split']}; the topology asks for {arch} "
-                         f"and {reduced_channels} at {split} (set model.arch, model.split and "
-                         "model.butterfly_channels to match)")
+    if meta and meta.get("arch", "resnet50") != arch:
+        raise ValueError(f"{weights}: trained with {meta.get('arch', 'resnet50')}; the topology asks for {arch} "
+                         "(set model.arch to match)")
+    if meta and (meta["split"], meta["reduced_channels"]) != (split, reduced_channels):
+        raise ValueError(f"{weights}: trained with a butterfly of {meta['reduced_channels']} channels at "
+                         f"{meta['split']}; the topology asks for {reduced_channels} at {split} "
+                         "(set model.split and model.butterfly_channels to match)")
     net = _backbone(state, seed, num_classes, arch, input_size)
     catalogue = build_catalogue(net, input_size)
     cut = catalogue.get(split)
@@ -159,8 +166,7 @@ def build_split_model(weights: str | None, seed: int, split: str, reduced_channe
     head, tail = split_at(catalogue, split)
     torch.manual_seed(seed + 1)
     reduction, restoration = (m.eval() for m in butterfly_units(cut, reduced_channels))
-    n_classes = int(net(torch.zeros(1, 3, input_size, input_size)).shape[-1]) if state is None else (
-        next(v for k, v in reversed(state.items()) if k.endswith(".weight")).shape[0])
+    n_classes = num_classes if state is None else _state_classes(state)
     sm = SplitModel(head.eval(), reduction, restoration, tail.eval(), net, cut.name, cut.channels,
                     reduced_channels, meta, catalogue, int(n_classes), arch)
     if meta and state is not None:  # a split checkpoint carries the butterfly unit's weights
