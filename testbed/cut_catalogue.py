@@ -134,16 +134,18 @@ class _Recorder(fx.Interpreter):
 
     def __init__(self, gm: fx.GraphModule, keep: set[fx.Node]):
         super().__init__(gm)
-        self.keep, self.outputs, self.flops_to = keep, {}, {}
-        self._flops = 0
+        self.keep = keep
+        self.outputs: dict[fx.Node, Any] = {}
+        self.flops_to: dict[fx.Node, int] = {}
+        self.total_flops = 0
 
     def run_node(self, n: fx.Node) -> Any:
         from torch.utils.flop_counter import FlopCounterMode
 
         with FlopCounterMode(display=False) as counter:
             value = super().run_node(n)
-        self._flops += counter.get_total_flops()
-        self.flops_to[n] = self._flops
+        self.total_flops += counter.get_total_flops()
+        self.flops_to[n] = self.total_flops
         if n in self.keep:
             self.outputs[n] = value
         return value
@@ -168,7 +170,7 @@ def build_catalogue(net: nn.Module, input_size: int) -> Catalogue:
     cuts = [Cut(names[n][0], qualname.get(n, n.name), tuple(v.shape[1:]), rec.flops_to[n], bool((v >= 0).all()),
                 tuple(names[n][1:]), n.name) for n in valid if isinstance(v := rec.outputs[n], torch.Tensor)
             and v.dim() >= 2 and v.shape[0] == 1]
-    return Catalogue(tuple(x.shape[1:]), rec._flops, cuts, "fx", gm=gm)
+    return Catalogue(tuple(x.shape[1:]), rec.total_flops, cuts, "fx", gm=gm)
 
 
 def _children_catalogue(net: nn.Module, x: torch.Tensor, note: str) -> Catalogue:
@@ -205,7 +207,8 @@ def split_at(cat: Catalogue, name: str) -> tuple[nn.Module, nn.Module]:
 
 
 def _head(gm: fx.GraphModule, cut: fx.Node) -> fx.GraphModule:
-    g, env = fx.Graph(), {}
+    g = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {}
     for n in gm.graph.nodes:
         env[n] = g.node_copy(n, lambda a: env[a])
         if n is cut:
@@ -234,7 +237,8 @@ def _tail(gm: fx.GraphModule, cut: fx.Node) -> fx.GraphModule:
 class _Timer(fx.Interpreter):
     def __init__(self, gm: fx.GraphModule, clock: Callable[[], float]):
         super().__init__(gm)
-        self.clock, self.spent_s = clock, {}
+        self.clock = clock
+        self.spent_s: dict[str, float] = {}
 
     def run_node(self, n: fx.Node) -> Any:
         t0 = self.clock()
