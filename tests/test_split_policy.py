@@ -228,3 +228,12 @@ def test_dynamic_beats_every_static_cut_on_a_switching_link(tmp_path):
     assert all(not math.isnan(float(r["est_uplink_mbps"])) for r in dyn)
     assert "dynamic: cuts " in proc.stdout + proc.stderr  # the console says which cuts it used
     assert 'data-plot="cuts"' in (out / "report.html").read_text()
+
+
+def test_cuts_plot_orders_cuts_as_the_catalogue():
+    from testbed.policy_plot import _rank
+
+    order = ("cloud_only", "features.2", "features.4", "features.6", "device_only")
+    used = ["device_only", "features.6", "features.4+butterfly", "cloud_only", "features.2"]
+    assert sorted(used, key=lambda c: _rank(c, order)) == [
+        "cloud_only", "features.2", "features.4+butterfly", "features.6", "device_only"]
