@@ -47,8 +47,8 @@ class ProfileCloudServer(CloudServer):
         info = super()._build()
         self._precompute()
         measured = self.measure_curves()
-        curves = {cut: {str(n): {"measured_ms": round(ms, 3), "profile_ms": round(self.hw.tail_ms(cut, n), 3),
-                                 "measured_over_profile": round(ms / self.hw.tail_ms(cut, n), 3)}
+        curves = {cut: {str(n): {"measured_ms": round(ms, 3), "profile_ms": round(self._tail_ms(cut, n), 3),
+                                 "measured_over_profile": round(ms / self._tail_ms(cut, n), 3)}
                         for n, ms in m.items()} for cut, m in measured.items()}
         label = f"PROFILE {self.hw.name} (batch times from the profile; decoding, batching and answers real)"
         return {**info, "device_name": f"{info['device_name']}, {label}", "compute": "profile",
@@ -89,8 +89,12 @@ class ProfileCloudServer(CloudServer):
         meta, payload = codec.encode_tensor(out[0].cpu().numpy(), m.codec.dtype, m.codec.zstd_level)
         return Job(cut, {"codec": meta}, payload, 0.0)
 
+    def _tail_ms(self, cut: str, n: int) -> float:
+        """The profile's time for a batch of n at `cut` (a cut it does not list: by the catalogue's FLOPs share)."""
+        return self.hw.tail_ms(cut, n, self.flops_share.get(cut.partition("+")[0]))
+
     def _item_ms(self, cut: str) -> float:
-        return self.hw.tail_ms(cut, 1)
+        return self._tail_ms(cut, 1)
 
     def _compute(self, kind: str, jobs: list[Job]) -> list[Outcome]:
         """Decode every payload for real (that cost belongs to the tier); an item that does not decode fails alone."""
@@ -106,7 +110,7 @@ class ProfileCloudServer(CloudServer):
         top1 = {i: fresh[i] if i in fresh else self._memo[keys[i]] for i in items}
         n = len(items)
         if n:
-            t_end = t0 + self.hw.tail_ms(kind, n) / 1000
+            t_end = t0 + self._tail_ms(kind, n) / 1000
             remaining = t_end - now()
             if remaining > 0:
                 hold_until(t_end)  # holds the executor, as the accelerator would be held

@@ -146,6 +146,7 @@ class CloudServer:
         self._parts: dict[str, Any] = {}  # cut -> the cloud's part of the network
         self._samples: dict[str, Any] = {}  # cut -> one item of what that part takes (for calibration)
         self._device_parts: dict[str, Any] = {}  # cut -> the device's part of the network (None: cloud_only)
+        self.flops_share: dict[str, float] = {}  # cut -> share of the model's FLOPs before it (the catalogue)
         self._in_flight = 0
         self._window = Counters()
         self._counters_lock = threading.Lock()  # the executor thread updates, the loop samples
@@ -190,15 +191,16 @@ class CloudServer:
         """One model copy; the cloud part of every cut the run's policies may send (views into it)."""
         import torch
 
-        from testbed.model import accuracy_by_cut, build_split_model, cut_parts, split_catalogue
+        from testbed.model import accuracy_by_cut, build_split_model, catalogue_rows, cut_parts
 
         torch.set_num_threads(self.topo.cloud.torch_threads)
         m = self.topo.model
         self.device = "cuda" if self.topo.cloud.device == "cuda" else "cpu"
         if self.device == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("cloud.device is cuda but torch sees no CUDA device on this node")
-        sm = build_split_model(m.weights, m.seed, m.split, m.butterfly_channels, m.input_size)
-        catalogue = split_catalogue(sm.full, m.input_size)
+        sm = build_split_model(m.weights, m.seed, m.split, m.butterfly_channels, m.input_size, arch=m.arch)
+        catalogue = catalogue_rows(sm.catalogue)
+        self.flops_share = {r["cut"]: r["flops_share"] for r in catalogue}  # a hardware profile's rule for any cut
         sm.full.to(self.device)
         sm.reduction.to(self.device)
         sm.restoration.to(self.device)
@@ -220,7 +222,24 @@ class CloudServer:
         return {"measured_batch_ms": measured,
                 "device": self.device, "device_name": name, "torch_threads": torch.get_num_threads(),
                 "split_catalogue": catalogue, "cuts": cuts, "accuracy_by_cut": accuracy_by_cut(sm.meta, m.codec.dtype),
-                "cut_cloud_ms": {c: round(self._item_ms(c), 3) for c in cuts} if adaptive else {}}
+                "cut_cloud_ms": self._cut_cloud_ms(cuts, sm) if adaptive else {}}
+
+    def _cut_cloud_ms(self, cuts: list[str], sm: Any) -> dict[str, float]:
+        """Each cut's cloud time for one item. On a CPU replica that runs the model, the raw cuts' tails come
+        from one set of timed passes along the graph (the whole network less the part before the cut), so tens
+        of cuts cost a few forward passes; the JPEG and butterfly cuts, a replayed replica and CUDA (asynchronous)
+        calibrate each part."""
+        import torch
+
+        from testbed.cut_catalogue import cumulative_ms
+
+        upto: dict[str, float] = {}
+        total = 0.0
+        if self.device == "cpu" and type(self)._item_ms is CloudServer._item_ms:
+            with torch.inference_mode():
+                upto, total = cumulative_ms(sm.catalogue, torch.zeros(1, 3, self.topo.model.input_size,
+                                                                      self.topo.model.input_size))
+        return {c: round(total - upto[c] if c in upto else self._item_ms(c), 3) for c in cuts}
 
     def _configure_ingress(self) -> None:
         """What this run's devices may send (each cut's item shape) and each device's configured downlink."""

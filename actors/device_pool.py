@@ -129,6 +129,7 @@ class DevicePool:
         self._ids = itertools.count()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.calibration: dict[str, float] = {}  # cut -> host ms of the device's network part
+        self.calibration_s = 0.0  # what calibrating every cut cost at start
         self._encode_ms: dict[str, float] = {}  # cut -> host ms of encoding what goes up
         self._bytes_up: dict[str, int] = {}  # cut -> median bytes of what goes up
         self._models: dict[str, Any] = {}  # cut -> the network part the device runs (None: cloud_only)
@@ -140,6 +141,7 @@ class DevicePool:
         self._failover = Failover([])
         self._down_faults: dict[int, list[tuple[float, float, float]]] = {}  # device -> downlink fault windows
         self._hardware: dict[str, hardware.DeviceHardware] = {}  # device class -> its hardware profile
+        self._flops_share: dict[str, float] = {}  # cut -> share of the model's FLOPs before it (the catalogue)
         self.mechanisms: dict[str, dict[str, Any]] = {}  # device class -> how it is emulated, and why
 
     # ------------------------------------------------------------ set-up
@@ -197,33 +199,45 @@ class DevicePool:
             self._devices.append(dev)
         freeze_heap()
         return {"pool": self.pool_id, "pid": os.getpid(), "node_id": ray_node_id(), "devices": len(self.specs),
-                "calibration_host_ms": self.calibration, "cpu_caps": self.cap_calibration,
+                "calibration_host_ms": self.calibration, "calibration_s": round(self.calibration_s, 2),
+                "cpu_caps": self.cap_calibration,
                 "device_speeds": {s.device_class: round(self._speed(s), 4) for s in self.specs},
                 "device_mechanisms": self.mechanisms}
 
     def _build(self) -> None:
         import torch
 
+        from testbed.cut_catalogue import cumulative_ms
         from testbed.frames import make_frames
-        from testbed.model import build_split_model, cut_parts, split_catalogue
+        from testbed.model import build_split_model, catalogue_rows, cut_parts, preprocess
 
         torch.set_num_threads(self.topo.pools.torch_threads)
         m, policy = self.topo.model, self.topo.policy
-        sm = build_split_model(m.weights, m.seed, m.split, m.butterfly_channels, m.input_size)
-        catalogue = split_catalogue(sm.full, m.input_size)
+        sm = build_split_model(m.weights, m.seed, m.split, m.butterfly_channels, m.input_size, arch=m.arch)
+        catalogue = catalogue_rows(sm.catalogue)
+        self._flops_share = {r["cut"]: r["flops_share"] for r in catalogue}  # a hardware profile's rule for any cut
         self._frames = make_frames(m.image_dir, m.input_size, FRAMES_PER_POOL, seed=m.seed + self.pool_id)
         self._cuts = split_policy.cuts_for_run(self.topo.strategies, policy.cuts, m.split, catalogue)
         if any(s in split_policy.ADAPTIVE for s in self.topo.strategies):
             self._candidates = split_policy.candidate_cuts(policy.cuts, m.split, catalogue)
         absolute = any(s.full_model_ms is not None for s in self.specs)  # needs the host's full-model time
         profiled = self._cuts + (["device_only"] if absolute and "device_only" not in self._cuts else [])
+        t_cal = now()
+        # every raw cut's head time from one set of timed passes along the graph, not one head per cut
+        with torch.inference_mode():
+            upto_ms, full_ms = cumulative_ms(sm.catalogue, preprocess([self._frames[0]]), CALIBRATION_RUNS)
+        upto_ms["device_only"] = full_ms
         for cut in profiled:
             self._models[cut] = cut_parts(sm, cut)[0]
-            runs = [self._device_work(cut, self._frames[i % len(self._frames)]) for i in range(2 + CALIBRATION_RUNS)]
+            one_pass = cut in upto_ms
+            n_runs = 1 if one_pass else 2 + CALIBRATION_RUNS  # one run: the warm-up, the bytes and the encode
+            runs = [self._device_work(cut, self._frames[i % len(self._frames)]) for i in range(n_runs)]
+            runs = runs if one_pass else runs[2:]
             if self._models[cut] is not None:
-                self.calibration[cut] = median(r[1] for r in runs[2:]) * 1000
-            self._encode_ms[cut] = median(r[2] for r in runs[2:]) * 1000
-            self._bytes_up[cut] = int(median(len(r[3]) for r in runs[2:]))
+                self.calibration[cut] = upto_ms[cut] if one_pass else median(r[1] for r in runs) * 1000
+            self._encode_ms[cut] = median(r[2] for r in runs) * 1000
+            self._bytes_up[cut] = int(median(len(r[3]) for r in runs))
+        self.calibration_s = now() - t_cal
         self._choose_mechanisms()
         if self.topo.pools.compute == "replay" or any(v["mechanism"] == hardware.REPLAYED
                                                       for v in self.mechanisms.values()):
@@ -234,7 +248,8 @@ class DevicePool:
         for spec in self.specs:
             if spec.hardware is not None and spec.device_class not in self._hardware:
                 hw = self._hardware[spec.device_class] = hardware.resolve_device(spec.hardware)
-                self.mechanisms[spec.device_class] = hardware.device_mechanism(hw, self.calibration, self._cuts)
+                self.mechanisms[spec.device_class] = hardware.device_mechanism(hw, self.calibration, self._cuts,
+                                                                                     self._flops_share)
 
     def _replays(self, dev: Device) -> bool:
         if self.topo.pools.compute == "replay":
@@ -247,8 +262,12 @@ class DevicePool:
         """What a cut costs this device (calibrated host times at its speed, or its hardware profile's) for the
         split predictions."""
         device_ms = (self.calibration.get(cut, 0.0) + self._encode_ms[cut]) / speed if hw is None \
-            else hw.cut_ms(cut) + self._encode_ms[cut]
+            else self._hw_ms(hw, cut) + self._encode_ms[cut]
         return CutProfile(cut, device_ms, self._bytes_up[cut], cloud_ms.get(cut, 0.0))
+
+    def _hw_ms(self, hw: hardware.DeviceHardware, cut: str) -> float:
+        """A hardware profile's time for `cut` (a cut it does not list: by the catalogue's FLOPs share)."""
+        return hw.cut_ms(cut, self._flops_share.get(cut.partition("+")[0]))
 
     def _infer(self, model: Any, frame: np.ndarray) -> Any:
         import torch
@@ -505,7 +524,7 @@ class DevicePool:
         rec["emu_wait_ms"] = round((t_exec - t_submit) * 1000, 3)
         hw = self._hardware.get(dev.spec.device_class)
         if hw is not None:  # the profile's time; a replayed result is released at it, a real one waits to it
-            head_ms = hw.cut_ms(cut) if replayed else max(head_s * 1000, hw.cut_ms(cut))
+            head_ms = self._hw_ms(hw, cut) if replayed else max(head_s * 1000, self._hw_ms(hw, cut))
             encode_ms = enc_s * 1000  # encoding is not in the profile: this host's time
             await sleep_until(t_exec + (head_ms + encode_ms) / 1000)
         elif dev.cpu is None:  # capped: the time it took is the device's time

@@ -46,7 +46,7 @@ def _features(topo, n: int) -> list[tuple[dict, bytes, np.ndarray]]:
     from testbed.model import build_split_model, preprocess
 
     m = topo.model
-    sm = build_split_model(m.weights, m.seed, m.split, m.butterfly_channels, m.input_size)
+    sm = build_split_model(m.weights, m.seed, m.split, m.butterfly_channels, m.input_size, arch=m.arch)
     out = []
     with torch.inference_mode():
         for frame in make_frames(None, m.input_size, n, seed=1):
@@ -63,7 +63,8 @@ def raw_throughput(topo, feats, batch: int, seconds: float, device: str) -> floa
 
     m = topo.model
     torch.set_num_threads(topo.cloud.torch_threads)
-    model = build_split_model(m.weights, m.seed, m.split, m.butterfly_channels, m.input_size).cloud_part().to(device)
+    sm = build_split_model(m.weights, m.seed, m.split, m.butterfly_channels, m.input_size, arch=m.arch)
+    model = sm.cloud_part().to(device)
     x = torch.from_numpy(np.stack([f[2] for f in feats[:batch]])).to(device)
     with torch.inference_mode():
         model(x)  # warm-up

@@ -29,9 +29,9 @@ from testbed.config import ConfigError, RaySpec, Topology, topology_from_dict
 from testbed.config import load_topology as _load_file
 from testbed.html_report import ReportError
 from testbed.ray_runtime import ClusterAuthError
-from testbed.results import read_summary
+from testbed.results import OutputError, prepare_out, read_summary
 
-__all__ = ["ClusterAuthError", "ConfigError", "ReportError", "Results", "StrategySummary", "Summary", "compare",
+__all__ = ["ClusterAuthError", "ConfigError", "OutputError", "ReportError", "Results", "StrategySummary", "Summary", "compare",
            "load_topology", "open_results", "run"]
 
 Overrides = Mapping[str, Any] | list[str] | tuple[str, ...]  # {key.path: value} or ["key.path=value", ...]
@@ -66,6 +66,7 @@ def run(topology: Topology | str | Path | Mapping[str, Any], address: str | None
     from rich.console import Console
 
     from testbed.experiment import run_experiment
+    from testbed.model_check import check_model
     from testbed.progress import Progress
 
     if isinstance(topology, Topology):
@@ -76,7 +77,9 @@ def run(topology: Topology | str | Path | Mapping[str, Any], address: str | None
         topo, source = load_topology(topology, overrides), str(topology)
     if address is not None:
         topo = topo.model_copy(update={"ray": RaySpec(address=address)})
+    check_model(topo, source)  # as run.py: the model builds and has every cut the topology names (ConfigError)
     folder = Path(out) if out is not None else Path("results") / f"{topo.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    folder = prepare_out(folder, pick_new=out is None)  # never over an earlier run's results (OutputError)
     console = console or Console()
     console.print(f"splitbed: {source} -> {folder}/")
     run_experiment(topo, source, folder, Progress(topo, console))

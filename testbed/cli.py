@@ -70,6 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"invalid topology:\n{e}", file=sys.stderr)  # plain: never wrapped or restyled
         return 2
+    try:  # the model builds and has every cut the topology names: checked before anything starts
+        from testbed.model_check import check_model
+
+        catalogue = check_model(topo, args.topology)
+    except ConfigError as e:
+        print(f"invalid topology:\n{e}", file=sys.stderr)
+        return 2
     if args.validate:
         if topo.ladder:  # every rung, as it would run
             from testbed.ladder import load_rungs
@@ -83,7 +90,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.topology}: valid ({topo.device_count} devices, strategies: {', '.join(topo.strategies)})")
         return 0
     if args.catalogue:
-        return _print_catalogue(topo)
+        from testbed.model_check import format_catalogue
+
+        print(format_catalogue(catalogue, topo.model.codec.dtype, topo.model.codec.zstd_level))
+        return 0
     if args.check_links:
         from testbed.linkcheck import available_backends, check_links, format_rows
 
@@ -118,7 +128,10 @@ def _train(argv: list[str]) -> int:
                    help="override a topology field, e.g. --set train.epochs=2 (repeatable)")
     args = p.parse_args(argv)
     try:
+        from testbed.model_check import check_model
+
         topo = load_topology(args.topology, args.overrides)
+        check_model(topo, args.topology, training=True)
     except ConfigError as e:
         print(f"invalid topology:\n{e}", file=sys.stderr)
         return 2
@@ -188,6 +201,11 @@ def _sweep(topology_file: str, overrides: list[str], spec: str, out: Path, err: 
     try:
         key, values = sweep.parse_sweep(spec)
         points = sweep.load_points(topology_file, overrides, key, values)
+        if key.startswith("model."):  # each point's model and cuts, before the first point runs
+            from testbed.model_check import check_model
+
+            for point in points:
+                check_model(point, topology_file)
     except (ValueError, ConfigError) as e:
         print(f"invalid sweep:\n{e}", file=sys.stderr)
         return 2
@@ -278,16 +296,6 @@ def _cleanup() -> int:
     for kind, names in removed.items():
         verb = "" if kind.startswith("kept") else "removed "
         print(f"{kind}: {verb}{len(names)}" + (f" ({', '.join(names)})" if names else ""))
-    return 0
-
-
-def _print_catalogue(topo: Topology) -> int:
-    from testbed.model import build_backbone, split_catalogue
-
-    rows = split_catalogue(build_backbone(topo.model.weights, topo.model.seed), topo.model.input_size)
-    print(f"{'cut':<12}{'output shape':<20}{'float32 bytes':>14}")
-    for r in rows:
-        print(f"{r['cut']:<12}{'x'.join(str(d) for d in r['shape']):<20}{r['float32_bytes']:>14,}")
     return 0
 
 

@@ -259,11 +259,28 @@ class Codec(_Frozen):
     zstd_level: Annotated[int, Field(ge=0, le=22)] = 3  # 0 = no entropy coding
 
 
+def _split_name(name: str) -> str:
+    if name.endswith("+butterfly") or name in ("cloud_only", "device_only") or not split_policy.is_cut(name):
+        raise ValueError("allowed: a cut of the model's catalogue (run.py TOPOLOGY --catalogue lists them; "
+                         "resnet50: layer1..layer4)")
+    return name
+
+
+def _arch_name(name: str) -> str:
+    if not re.fullmatch(r"[A-Za-z_][\w.]*(:[A-Za-z_]\w*)?", name):
+        raise ValueError("allowed: a torchvision classification model (resnet50, efficientnet_b0, ...) "
+                         "or an import path pkg.module:factory")
+    return name
+
+
 class ModelSpec(_Frozen):
-    arch: Literal["resnet50"] = "resnet50"
+    """`arch`: a torchvision classifier by name or `pkg.module:factory` (called with num_classes); `split`: a cut
+    of its catalogue. Both are checked against the built model before a run starts (testbed.model_check)."""
+
+    arch: Annotated[str, AfterValidator(_arch_name)] = "resnet50"
     weights: str | None = None
     seed: int = 0
-    split: Literal["layer1", "layer2", "layer3", "layer4"] = "layer2"
+    split: Annotated[str, AfterValidator(_split_name)] = "layer2"
     butterfly_channels: PosInt = 8
     codec: Codec = Codec()
     jpeg_quality: Annotated[int, Field(ge=1, le=100)] = 90
@@ -659,8 +676,8 @@ def _cross_checks(topo: Topology) -> list[Problem]:
     if len(set(topo.strategies)) != len(topo.strategies):
         problems.append(Problem("strategies", "each strategy may appear once", topo.strategies, True))
     problems += _policy_problems(topo)
-    c = RESNET50_CHANNELS[topo.model.split]
-    if topo.model.butterfly_channels >= c:
+    c = _known_channels(topo.model)
+    if c is not None and topo.model.butterfly_channels >= c:
         problems.append(Problem("model.butterfly_channels",
                                 f"must be below the {c} channels at split {topo.model.split} "
                                 "(the butterfly unit reduces them)", topo.model.butterfly_channels, True))
@@ -733,12 +750,20 @@ def _hardware_problems(topo: Topology) -> list[Problem]:
             problems.append(Problem(key, f"profile {prof.name} covers {prof.arch} at {prof.input_size} px; the model "
                                     f"is {m.arch} at {m.input_size} px (model.arch, model.input_size)", ref, True))
             continue
-        for cut in cuts if kind == "device" else [c for c in cuts if split_policy.uses_network(c)]:
+        if not isinstance(prof, hardware.DeviceHardware) or prof.spread:
+            continue  # spread over the cuts by MAC or FLOPs share: every cut of the traced model is covered
+        for cut in cuts:  # a profile that lists its cuts' times must list every cut the run names
             try:
-                prof.cut_ms(cut) if isinstance(prof, hardware.DeviceHardware) else prof.tail_ms(cut, 1)
+                prof.cut_ms(cut)
             except hardware.ProfileError as e:
                 problems.append(Problem(key, f"{where}{e}", ref, True))
     return problems
+
+
+def _known_channels(m: ModelSpec) -> int | None:
+    """Channels at model.split where they are known without building the model (ResNet-50's stages); other
+    models are checked against their catalogue before the run (testbed.model_check)."""
+    return RESNET50_CHANNELS.get(m.split) if m.arch == "resnet50" else None
 
 
 def _policy_problems(topo: Topology) -> list[Problem]:
@@ -835,9 +860,10 @@ def _workload_trace_problems(topo: Topology) -> list[Problem]:
 
 
 def _train_problems(topo: Topology) -> list[Problem]:
-    t, c = topo.train, RESNET50_CHANNELS[topo.model.split]
-    problems = [Problem(f"train.channels[{i}]", f"must be below the {c} channels at split {topo.model.split} "
-                        "(the butterfly unit reduces them)", n, True) for i, n in enumerate(t.channels) if n >= c]
+    t, c = topo.train, _known_channels(topo.model)
+    problems = [] if c is None else [
+        Problem(f"train.channels[{i}]", f"must be below the {c} channels at split {topo.model.split} "
+                "(the butterfly unit reduces them)", n, True) for i, n in enumerate(t.channels) if n >= c]
     for key, values in (("channels", t.channels), ("codecs", t.codecs)):
         if len(set(values)) != len(values):
             problems.append(Problem(f"train.{key}", "each value may appear once", values, True))

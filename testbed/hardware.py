@@ -129,14 +129,19 @@ class DeviceHardware:
     full_model_ms: float
     compute_power_w: float
     source: str
+    spread: bool = True  # head_ms spread from full_model_ms (False: the profile lists them, and only those count)
 
-    def cut_ms(self, cut: str) -> float:
-        """Device compute of a cut (`cloud_only` 0, `device_only` the whole model, `layerN+butterfly`)."""
+    def cut_ms(self, cut: str, flops_share: float | None = None) -> float:
+        """Device compute of a cut (`cloud_only` 0, `device_only` the whole model, `<cut>+butterfly`). A spread
+        profile's cut without a MAC share here (any cut of the traced catalogue) takes `flops_share` of the full
+        model: the catalogue's share of FLOPs before the cut (testbed.cut_catalogue)."""
         if cut == "cloud_only":
             return 0.0
         if cut == "device_only":
             return self.full_model_ms
         base, _, extra = cut.partition("+")
+        if base not in self.head_ms and self.spread and flops_share is not None:
+            return self.full_model_ms * flops_share
         if base not in self.head_ms:
             raise ProfileError([(f"head_ms.{base}", f"profile {self.name} does not cover cut {base}; "
                                  f"covered: {', '.join(self.head_ms)}")])
@@ -155,7 +160,9 @@ class CloudHardware:
     power_w: float | None
     source: str
 
-    def tail_ms(self, cut: str, n: int) -> float:
+    def tail_ms(self, cut: str, n: int, flops_share: float | None = None) -> float:
+        """The tail's time for a batch of n: the cut's own curve, else the full model's curve less the head's
+        MAC share (ResNet-50's stages), else less `flops_share` (the catalogue's FLOPs before the cut)."""
         base, _, extra = cut.partition("+")
         if base in self.tail_batch_ms:
             return interpolate(self.tail_batch_ms[base], n)
@@ -163,6 +170,8 @@ class CloudHardware:
         if cut == "cloud_only":
             return full
         share = MACS_SHARE.get(self.arch, {})
+        if base not in share and flops_share is not None:
+            return full * (1.0 - flops_share)
         if base not in share:
             raise ProfileError([(f"tail_batch_ms.{base}", f"profile {self.name} does not cover cut {base}")])
         restore = BUTTERFLY_MACS.get(base, 0) / MACS_TOTAL if extra == "butterfly" else 0.0
@@ -204,7 +213,7 @@ def resolve_device(ref: str) -> DeviceHardware:
     else:
         bfly = {c: round(p.full_model_ms * m / MACS_TOTAL, 4) for c, m in BUTTERFLY_MACS.items() if c in head}
     return DeviceHardware(Path(ref).stem if is_file(ref) else ref, p.arch, p.input_size, head, bfly,
-                          p.full_model_ms, p.compute_power_w, p.source)
+                          p.full_model_ms, p.compute_power_w, p.source, spread=p.head_ms is None)
 
 
 def resolve_cloud(ref: str) -> CloudHardware:
@@ -279,15 +288,18 @@ HEADROOM = 1.25
 TIME_SCALED = "time-scaled"
 
 
-def device_mechanism(profile: DeviceHardware, host_ms: dict[str, float], cuts: list[str]) -> dict[str, Any]:
+def device_mechanism(profile: DeviceHardware, host_ms: dict[str, float], cuts: list[str],
+                     flops_share: dict[str, float] | None = None) -> dict[str, Any]:
     """How a profiled device class is emulated on this host, and why.
 
     Faster than this host at any cut it runs: its outputs are computed ahead (real tensors, real bytes) and each
     result is released at the profile's time; otherwise the real compute runs per request and the device waits
     to the profile's time (time scaling)."""
     timed = [c for c in cuts if c in host_ms and c != "cloud_only"]
-    faster = [c for c in timed if profile.cut_ms(c) < HEADROOM * host_ms[c]]
-    per_cut = {c: {"profile_ms": round(profile.cut_ms(c), 3), "host_ms": round(host_ms[c], 3)} for c in timed}
+    shares = flops_share or {}
+    ms = {c: profile.cut_ms(c, shares.get(c.partition("+")[0])) for c in timed}
+    faster = [c for c in timed if ms[c] < HEADROOM * host_ms[c]]
+    per_cut = {c: {"profile_ms": round(ms[c], 3), "host_ms": round(host_ms[c], 3)} for c in timed}
     if faster:
         why = (f"profile {profile.name}, faster than host (or within {HEADROOM - 1:.0%} of it) at {', '.join(faster)}: "
                "replayed (outputs computed ahead on this host, each released at the profile's time)")

@@ -112,7 +112,7 @@ def run_figures(summary: dict[str, Any], records: list[dict[str, Any]]) -> list[
          _time_figure(records, strategies, topo.get("warmup_s") or 0, summary.get("faults") or [])),
         ("energy", "Mean device energy per request", _energy_figure(measured, strategies)),
         ("cuts", "Split policies: the cut each request used, and the devices' uplink estimate",
-         policy_plot.cuts_figure(records, strategies)),
+         policy_plot.cuts_figure(records, strategies, [r["cut"] for r in summary.get("split_catalogue") or []])),
         ("population", "Latency against each device's own compute time and uplink (device population)",
          population_plot.population_figure(summary, measured, strategies)),
     ]

@@ -14,14 +14,15 @@ from testbed import htmlkit
 from testbed.split_policy import CUT_ORDER
 
 
-def _rank(cut: str) -> tuple[int, str]:
-    """Device-side depth: cloud_only at the bottom, device_only at the top."""
+def _rank(cut: str, order: tuple[str, ...] = CUT_ORDER) -> tuple[int, str]:
+    """Device-side depth: cloud_only at the bottom, device_only at the top, the cuts in catalogue order."""
     base = cut.split("+")[0]
-    return (CUT_ORDER.index(base) if base in CUT_ORDER else len(CUT_ORDER), cut)
+    return (order.index(base) if base in order else len(order), cut)
 
 
-def cuts_figure(records: list[dict[str, Any]], strategies: list[str]) -> Any:
-    """None when no policy used more than one cut."""
+def cuts_figure(records: list[dict[str, Any]], strategies: list[str], catalogue: list[str] | None = None) -> Any:
+    """None when no policy used more than one cut. `catalogue`: the model's cut names in graph order."""
+    order = ("cloud_only", *[c for c in catalogue if c != "input"], "device_only") if catalogue else CUT_ORDER
     used = {s: [r for r in records if r["strategy"] == s and r.get("cut")] for s in strategies}
     adaptive = {s: rows for s, rows in used.items() if len({r["cut"] for r in rows}) > 1}
     if not adaptive:
@@ -29,7 +30,7 @@ def cuts_figure(records: list[dict[str, Any]], strategies: list[str]) -> Any:
     fig, axes = htmlkit.pyplot().subplots(len(adaptive), 1, figsize=(10, 2.8 * len(adaptive) + 0.6),
                                           sharex=True, squeeze=False)
     for ax, (name, rows) in zip(axes[:, 0], adaptive.items(), strict=True):
-        cuts = sorted({r["cut"] for r in rows}, key=_rank)
+        cuts = sorted({r["cut"] for r in rows}, key=lambda c: _rank(c, order))
         for i, cut in enumerate(cuts):
             pts = [(float(r["t_arrival_s"]), i) for r in rows if r["cut"] == cut]
             ax.scatter(*zip(*pts, strict=True), s=10, color=f"C{i}", label=f"{cut} ({len(pts)})")

@@ -45,7 +45,8 @@ class Progress:
                                f"ingress {r['host']}:{r['port']}")
         for p in pools:
             cal = ", ".join(f"{k} {v:.1f} ms" for k, v in p["calibration_host_ms"].items())
-            self.console.print(f"device pool {p['pool']}: {p['devices']} devices; host compute: {cal}")
+            cost = f" (calibrated in {p['calibration_s']:.1f} s)" if "calibration_s" in p else ""
+            self.console.print(f"device pool {p['pool']}: {p['devices']} devices; host compute: {cal}{cost}")
             for cls, m in p.get("device_mechanisms", {}).items():
                 self.console.print(f"  {cls}: {m['why']}")
             for cls, c in p.get("cpu_caps", {}).items():

@@ -3,8 +3,9 @@
 A *cut* says what runs on the device and what goes up the link:
 
 - `cloud_only`: a JPEG goes up, the whole network runs in the cloud;
-- `layerN`: the stages up to layerN run on the device, the raw feature map goes up (coded);
-- `layerN+butterfly`: the same plus the butterfly reduction unit (only at `model.split`,
+- a cut of the model's catalogue (testbed.cut_catalogue; a module path such as ResNet-50's `layer3` or
+  EfficientNet's `features.4`): the network up to it runs on the device, its output goes up (coded);
+- `<cut>+butterfly`: the same plus the butterfly reduction unit (only at `model.split`,
   where the trained unit sits);
 - `device_only`: the whole network runs on the device, nothing goes up.
 
@@ -37,11 +38,13 @@ from typing import Any
 from testbed.energy import RadioModel, compute_energy_mj, radio_transfer_mj, tail_energy_mj
 from testbed.rrc import expected_rrc
 
-STAGES = ("layer1", "layer2", "layer3", "layer4")
+STAGES = ("layer1", "layer2", "layer3", "layer4")  # ResNet-50's stage cuts (module paths of its catalogue)
 FIXED = ("cloud_only", "butterfly", "split", "device_only")
 ADAPTIVE = ("best_static", "dynamic")
-CUT_RE = re.compile(r"^(cloud_only|device_only|(layer[1-4])(\+butterfly)?)$")
-CUTS_ALLOWED = "cloud_only, device_only, layer1..layer4, layerN+butterfly"  # what CUT_RE accepts, in words
+# the spelling of a cut; whether the model has it is checked against its catalogue (testbed.model_check)
+CUT_RE = re.compile(r"^(cloud_only|device_only|([A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*)(\+butterfly)?)$")
+CUTS_ALLOWED = ("cloud_only, device_only, a cut of the model's catalogue (run.py TOPOLOGY --catalogue lists them, "
+                "e.g. layer1..layer4 of resnet50) or <model.split>+butterfly")  # what CUT_RE accepts, in words
 CUT_ORDER = ("cloud_only", *STAGES, "device_only")  # by how much of the network runs on the device
 STATIC_PREFIX = "static:"
 REPLY_BYTES = 200  # the answer's frame: a small JSON header
@@ -78,9 +81,13 @@ def static_cut(strategy: str, split: str) -> str | None:
 
 
 def natural_bottlenecks(catalogue: Sequence[dict[str, Any]]) -> list[str]:
-    """Stages whose output (float32 bytes) is smaller than the network's input: worth sending as they are."""
+    """Cuts whose output (float32 bytes) is smaller than the network's input: worth sending as they are.
+
+    Rows flagged by the catalogue (testbed.cut_catalogue) are taken as flagged; a row without the flag is
+    compared with the input row."""
     input_bytes = next(row["float32_bytes"] for row in catalogue if row["cut"] == "input")
-    return [row["cut"] for row in catalogue if row["cut"] in STAGES and row["float32_bytes"] < input_bytes]
+    return [row["cut"] for row in catalogue if row["cut"] != "input"
+            and row.get("natural_bottleneck", row["float32_bytes"] < input_bytes)]
 
 
 def candidate_cuts(cuts: str | Sequence[str], split: str, catalogue: Sequence[dict[str, Any]]) -> list[str]:

@@ -48,15 +48,15 @@ def run_training(topo: Topology, out: Path, log: Callable[[str], None] = print) 
     steps = CsvLog(out / "train_log.csv", LOG_COLUMNS)
     rows: list[dict[str, Any]] = []
     try:
-        log(f"unsplit ResNet-50 from scratch, {t.epochs} epochs")
-        net = build_backbone(None, m.seed, len(data.classes)).train()
+        log(f"unsplit {m.arch} from scratch, {t.epochs} epochs")
+        net = build_backbone(None, m.seed, len(data.classes), m.arch, t.input_size).train()
         _log_steps(steps, "unsplit", 0, train(net, net.parameters(), x, y, budget, log=log))
         net.eval()
         torch.save(net.state_dict(), out / "unsplit.pt")
         rows.append(_row("unsplit", 3, "raw", evaluate_full(net, x_test, y_test), data.test.images[0].nbytes))
         jpeg = evaluate_jpeg(net, data.test.images, y_test, m.jpeg_quality)
         rows.append(_row("unsplit", 3, f"jpeg{m.jpeg_quality}", jpeg.top1, jpeg.bytes_per_request))
-        plain = build_split_model(None, m.seed, m.split, 1, t.input_size, len(data.classes))
+        plain = build_split_model(None, m.seed, m.split, 1, t.input_size, len(data.classes), m.arch)
         plain.full.load_state_dict(net.state_dict())  # the same cut, with the butterfly taken out
         no_butterfly = replace(plain, reduction=nn.Identity(), restoration=nn.Identity(),
                                reduced_channels=plain.channels)
@@ -70,7 +70,7 @@ def run_training(topo: Topology, out: Path, log: Callable[[str], None] = print) 
         for c in t.channels:
             log(f"butterfly at {m.split}, {plain.channels} -> {c} channels: fine-tune ({t.train_scope}) "
                 f"{t.finetune_epochs} epochs" + (", distilled" if t.distill else ""))
-            sm = build_split_model(None, m.seed, m.split, c, t.input_size, len(data.classes))
+            sm = build_split_model(None, m.seed, m.split, c, t.input_size, len(data.classes), m.arch)
             sm.full.load_state_dict(net.state_dict())
             set_scope(sm, t.train_scope)
             losses = train(sm.forward, sm.as_module().parameters(), x, y, finetune, teacher=net if t.distill else None,

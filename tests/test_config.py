@@ -42,7 +42,8 @@ def test_shipped_topologies_are_valid(path):
     ("devices.arrival.rate_hz=0", "devices[0].arrival.rate_hz", "greater than 0"),
     ("devices.arrival.process=burst", "devices[0].arrival.process", "'periodic' or 'poisson'"),
     ("devices.count=many", "devices[0].count", "valid integer"),
-    ("model.split=layer9", "model.split", "'layer1', 'layer2', 'layer3' or 'layer4'"),
+    ("model.split=cloud_only", "model.split", "allowed: a cut of the model's catalogue"),
+    ("model.arch='no such model'", "model.arch", "allowed: a torchvision classification model"),
     ("model.codec.dtype=int4", "model.codec.dtype", "'float32', 'float16' or 'int8'"),
     ("model.codec.zstd_level=40", "model.codec.zstd_level", "less than or equal to 22"),
     ("cloud.max_batch_size=0", "cloud.max_batch_size", "greater than or equal to 1"),
@@ -54,7 +55,7 @@ def test_shipped_topologies_are_valid(path):
     ("duration_s=-3", "duration_s", "greater than 0"),
     ("strategies=[static:layer3+butterfly]", "strategies[0]", "the butterfly unit sits at model.split (layer2)"),
     ("policy.cuts=[cloud_only, layer4+butterfly]", "policy.cuts[1]", "sits at model.split"),
-    ("policy.cuts=[layer9]", "policy.cuts[0]", "allowed: cloud_only, device_only, layer1..layer4"),
+    ("policy.cuts=['layer 9']", "policy.cuts[0]", "allowed: cloud_only, device_only, a cut of the model's"),
     ("policy.cuts=[layer4, layer4]", "policy.cuts", "each cut may appear once"),
     ("policy.objective=speed", "policy.objective", "'latency', 'energy' or 'weighted'"),
 ])

@@ -114,7 +114,8 @@ def test_summary_json_holds_stats_backends_and_replicas(smoke_run):
     assert s["host"]["cpu_model"] and s["backends"]["cpu"].startswith("time-scaled")
     assert "userspace" in s["backends"]["link"]
     assert s["ray"]["mode"] == "embedded" and s["ray"]["node_ip"] == "127.0.0.1"
-    assert [r["cut"] for r in s["split_catalogue"]][3] == "layer2"
+    cuts = [r["cut"] for r in s["split_catalogue"]]
+    assert cuts[0] == "input" and cuts.index("layer1") < cuts.index("layer2") < cuts.index("layer4")
     for name in ("butterfly", "cloud_only", "device_only"):
         st = s["strategies"][name]
         assert st["by_status"]["completed"] == st["requests"] > 0

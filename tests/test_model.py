@@ -18,7 +18,11 @@ def split_model():
 def test_catalogue_is_computed_from_the_model():
     rows = split_catalogue(build_backbone(None, 0), 224)
     by_cut = {r["cut"]: r for r in rows}
-    assert [r["cut"] for r in rows] == ["input", "stem", "layer1", "layer2", "layer3", "layer4", "classifier"]
+    names = [r["cut"] for r in rows]
+    # the stem's layers, then each bottleneck block (a skip crosses every point inside one), then pool and flatten
+    assert names[:5] == ["input", "conv1", "bn1", "relu", "maxpool"]
+    assert [n for n in names if n.startswith("layer") and "." not in n] == ["layer1", "layer2", "layer3", "layer4"]
+    assert names[-2:] == ["avgpool", "flatten"]
     assert by_cut["layer2"]["shape"] == [512, 28, 28]
     assert by_cut["layer2"]["float32_bytes"] == 512 * 28 * 28 * 4
     for cut, channels in RESNET50_CHANNELS.items():  # the config's table agrees with the model
@@ -56,5 +60,5 @@ def test_weights_load_from_a_local_file(tmp_path):
 
 
 def test_unknown_split_is_refused():
-    with pytest.raises(ValueError, match="allowed: layer1, layer2, layer3, layer4"):
+    with pytest.raises(ValueError, match="allowed: conv1, bn1, relu, maxpool, layer1.0.add, layer1.0, "):
         build_split_model(None, 0, "layer5", 8)

@@ -40,18 +40,22 @@ def _catalogue(sizes: dict[str, int]) -> list[dict]:
 
 def test_natural_bottlenecks_are_the_stages_smaller_than_the_input():
     cat = _catalogue({"input": 1000, "stem": 1200, "layer1": 4000, "layer2": 900, "layer3": 1100,
-                      "layer4": 500, "classifier": 4})
-    assert natural_bottlenecks(cat) == ["layer2", "layer4"]  # never the classifier: that is device_only
+                      "layer4": 500})
+    assert natural_bottlenecks(cat) == ["layer2", "layer4"]  # rows without the catalogue's flag: by their bytes
+    flagged = [{**r, "natural_bottleneck": r["cut"] == "layer4"} for r in cat]
+    assert natural_bottlenecks(flagged) == ["layer4"]  # the catalogue's flag decides where it is given
     assert candidate_cuts("auto", "layer3", cat) == ["cloud_only", "layer2", "layer4", "layer3+butterfly",
                                                      "device_only"]
     assert candidate_cuts(["layer1", "device_only"], "layer3", cat) == ["layer1", "device_only"]
 
 
-def test_resnet50_has_one_natural_bottleneck_at_224():
-    """From the real network's catalogue: only layer4 (2048x7x7 floats) is smaller than 3x224x224."""
+def test_resnet50_natural_bottlenecks_at_224():
+    """From the real network's catalogue: layer4's blocks (2048x7x7 floats) are smaller than 3x224x224, and the
+    pooled vector (once: flatten only reshapes it; each block's add before its ReLU is not counted either)."""
     from testbed.model import build_backbone, split_catalogue
 
-    assert natural_bottlenecks(split_catalogue(build_backbone(None, 0), 224)) == ["layer4"]
+    assert natural_bottlenecks(split_catalogue(build_backbone(None, 0), 224)) == [
+        "layer4.0", "layer4.1", "layer4", "flatten"]
 
 
 def test_static_cuts_and_the_cuts_a_run_builds():
@@ -65,7 +69,8 @@ def test_static_cuts_and_the_cuts_a_run_builds():
     assert cuts_for_run(["device_only", "dynamic"], "auto", "layer2", cat) == [
         "device_only", "cloud_only", "layer4", "layer2+butterfly"]
     assert strategy_problem("static:layer3+butterfly") is None  # the split check is the config's
-    assert "allowed:" in strategy_problem("static:layer5")
+    assert strategy_problem("static:features.4") is None  # any cut name; the catalogue check is model_check's
+    assert "allowed:" in strategy_problem("static:layer 5")
     assert "allowed:" in strategy_problem("edge")
 
 
@@ -223,3 +228,12 @@ def test_dynamic_beats_every_static_cut_on_a_switching_link(tmp_path):
     assert all(not math.isnan(float(r["est_uplink_mbps"])) for r in dyn)
     assert "dynamic: cuts " in proc.stdout + proc.stderr  # the console says which cuts it used
     assert 'data-plot="cuts"' in (out / "report.html").read_text()
+
+
+def test_cuts_plot_orders_cuts_as_the_catalogue():
+    from testbed.policy_plot import _rank
+
+    order = ("cloud_only", "features.2", "features.4", "features.6", "device_only")
+    used = ["device_only", "features.6", "features.4+butterfly", "cloud_only", "features.2"]
+    assert sorted(used, key=lambda c: _rank(c, order)) == [
+        "cloud_only", "features.2", "features.4+butterfly", "features.6", "device_only"]

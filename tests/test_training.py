@@ -181,3 +181,24 @@ def test_run_train_writes_the_table_and_loadable_checkpoints(tmp_path, capsys):
     assert accuracy_by_cut(sm.meta, "int8") == pytest.approx({  # what a run's reproduction table shows
         "device_only": top1[("unsplit", "raw")], "cloud_only": top1[("unsplit", "jpeg90")],
         "layer2": top1[("split", "int8+zstd3")], "layer2+butterfly": top1[("butterfly", "int8+zstd3")]}, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_run_train_at_a_cut_of_another_model(tmp_path):
+    """`run.py train` at any cut of any model: MobileNetV3-small at features.4 (40 channels), then the checkpoint
+    loads back with its arch, cut and butterfly."""
+    from testbed.cli import main
+
+    out = tmp_path / "train"
+    small = ["model.arch=mobilenet_v3_small", "model.split=features.4", "train.epochs=1", "train.finetune_epochs=1",
+             "train.max_steps_per_epoch=2", "train.batch_size=16", "train.test_fraction=0.05", "train.channels=[4]",
+             "train.codecs=[int8]"]
+    assert main(["train", str(TOPOLOGY), "--out", str(out), *[a for s in small for a in ("--set", s)]]) == 0
+    rows = list(csv.DictReader((out / "accuracy.csv").open()))
+    assert [(r["variant"], r["channels"]) for r in rows] == [("unsplit", "3"), ("unsplit", "3"), ("split", "40"),
+                                                             ("butterfly", "4")]
+    path = str(out / "butterfly_features.4_c4.pt")
+    sm = build_split_model(path, 0, "features.4", 4, SIZE, arch="mobilenet_v3_small")
+    assert sm.num_classes == 10 and sm.meta["arch"] == "mobilenet_v3_small"
+    with pytest.raises(ValueError, match="trained with mobilenet_v3_small"):
+        build_split_model(path, 0, "features.4", 4, SIZE, arch="resnet50")
