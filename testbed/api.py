@@ -31,7 +31,8 @@ from testbed.html_report import ReportError
 from testbed.ray_runtime import ClusterAuthError
 from testbed.results import OutputError, prepare_out, read_summary
 
-__all__ = ["ClusterAuthError", "ConfigError", "OutputError", "ReportError", "Results", "StrategySummary", "Summary", "compare",
+__all__ = ["ClusterAuthError", "ConfigError", "OutputError",
+           "ReportError", "Results", "StrategySummary", "Summary", "compare",
            "load_topology", "open_results", "run"]
 
 Overrides = Mapping[str, Any] | list[str] | tuple[str, ...]  # {key.path: value} or ["key.path=value", ...]
