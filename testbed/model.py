@@ -41,7 +41,11 @@ def load_weights(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
 
     A plain state_dict gets `backbone.` prefixes and empty metadata, so both kinds load one way.
     """
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch.load raises unpickling, zip and OS errors alike
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        raise ValueError(f"{path}: not a loadable state_dict or checkpoint ({type(e).__name__}: {first})") from None
     if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
         return obj["state_dict"], dict(obj["meta"])
     if not isinstance(obj, dict) or not any(str(k).endswith(".weight") for k in obj):

@@ -157,7 +157,7 @@ def test_cli_validate_exits_0_or_2_without_a_traceback(raw):
         path = write(raw, folder)
         proc = subprocess.run([sys.executable, str(ROOT / "run.py"), str(path), "--validate"], capture_output=True,
                               text=True, timeout=60, cwd=ROOT,
-                              preexec_fn=preexec(mem_mb=3072, cpu_s=40))
+                              preexec_fn=preexec(mem_mb=6144, cpu_s=40))  # torch maps ~3.8 GB
     assert proc.returncode in (0, 2), proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     assert (f"{path}: valid" in proc.stdout) if proc.returncode == 0 else (f"{path}: " in proc.stderr)

@@ -17,6 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from testbed.config import load_topology
 from testbed.metrics import LOAD_COLUMNS, REQUEST_COLUMNS, STATUSES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,7 +87,9 @@ def test_requests_csv_has_one_row_per_request_with_the_breakdown(smoke_run):
 
 
 def test_energy_breakdown_adds_up_and_lte_promotes_once_per_phase(smoke_run):
-    """LTE devices send every 2 s, inside the 10 s tail: only each phase's first request pays promotion."""
+    """LTE devices send every 2 s, inside the 11.6 s tail: only each phase's first request pays promotion."""
+    lte = load_topology(ROOT / "topologies/smoke.yaml").networks["lte"].radio
+    lte_promotion_mj = lte.promotion_ms * lte.promotion_mw / 1000  # huang2012: 260.1 ms at 1210.7 mW
     _, out, _, _ = smoke_run
     rows = _rows(out / "requests.csv")
     parts = ("energy_compute_mj", "energy_transfer_mj", "energy_promotion_mj", "energy_tail_mj")
@@ -101,7 +104,7 @@ def test_energy_breakdown_adds_up_and_lte_promotes_once_per_phase(smoke_run):
     assert by_device
     for recs in by_device.values():
         promotions = [float(r["energy_promotion_mj"]) for r in sorted(recs, key=lambda r: float(r["t_arrival_s"]))]
-        assert promotions[0] == pytest.approx(0.26 * 1210) and sum(promotions[1:]) == 0.0
+        assert promotions[0] == pytest.approx(lte_promotion_mj) and sum(promotions[1:]) == 0.0
     wifi = [r for r in rows if r["group"] == "wifi"]
     assert wifi and all(float(r["energy_promotion_mj"]) == 0.0 for r in wifi)  # WiFi has no RRC promotion
 
@@ -278,15 +281,26 @@ def test_capped_run_reaches_the_calibrated_head_time_and_leaves_nothing(tmp_path
     assert _leftovers() == before
 
 
-@kernel_mechanisms
-def test_failing_run_leaves_nothing(tmp_path):
+def test_unloadable_weights_exit_2_naming_the_key_before_anything_starts(tmp_path):
     bad = tmp_path / "weights.pt"
     bad.write_bytes(b"not a state dict")
+    proc = subprocess.run([sys.executable, str(ROOT / "run.py"), str(ROOT / "topologies/smoke.yaml"),
+                           "--out", str(tmp_path / "run"), "--set", f"model.weights={bad}"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 2 and "model.weights" in proc.stderr and "not a loadable state_dict" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "run").exists()
+
+
+@kernel_mechanisms
+def test_failing_run_leaves_nothing(tmp_path):
+    images = tmp_path / "images"  # passes validation (a regular, small file); the pools fail to decode it
+    images.mkdir()
+    (images / "broken.jpg").write_bytes(b"not a JPEG")
     before = _leftovers()
     proc = subprocess.run([sys.executable, str(ROOT / "run.py"), str(ROOT / "topologies/smoke.yaml"),
-                           "--out", str(tmp_path / "run"), *KERNEL_RUN, "--set", f"model.weights={bad}"],
+                           "--out", str(tmp_path / "run"), *KERNEL_RUN, "--set", f"model.image_dir={images}"],
                           capture_output=True, text=True, timeout=500, cwd=ROOT)
-    assert proc.returncode == 1 and "run failed" in proc.stderr
+    assert proc.returncode == 1 and "run failed" in proc.stderr, proc.stderr[-2000:]
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "failed"
     assert _leftovers() == before
 
