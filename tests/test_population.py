@@ -31,15 +31,15 @@ def _smoke(population: dict, count: int = 3) -> dict:
 def test_lognormal_draws_follow_the_distribution_and_the_seed():
     pop = Population(seed=4, compute_ms=Distribution(dist="lognormal", median=150, sigma=0.4),
                      uplink_kbps=Distribution(dist="uniform", low=1000, high=9000))
-    got = draws(pop, 4000, "g")
+    got = draws(pop, 4000, "g", 60.0)
     logs = [math.log(d.compute_ms) for d in got]
     assert math.exp(statistics.median(logs)) == pytest.approx(150, rel=0.03)
     assert statistics.stdev(logs) == pytest.approx(0.4, rel=0.05)
     ups = [d.uplink_kbps for d in got]
     assert min(ups) >= 1000 and max(ups) <= 9000 and statistics.mean(ups) == pytest.approx(5000, rel=0.03)
     assert all(d.downlink_kbps is None for d in got)  # left out: the network's rate stays
-    assert draws(pop, 4000, "g") == got
-    assert draws(pop.model_copy(update={"seed": 5}), 10, "g") != got[:10]
+    assert draws(pop, 4000, "g", 60.0) == got
+    assert draws(pop.model_copy(update={"seed": 5}), 10, "g", 60.0) != got[:10]
 
 
 def test_drawn_values_reach_each_device_spec():
@@ -165,3 +165,83 @@ def test_offline_intervals_come_from_the_csv_and_remove_the_frames_inside_them(t
     assert times[2] == []  # away for the whole phase (warm-up 1 s + 6 s)
     assert all(not (1 <= t < 3 or 4.5 <= t < 6) for t in times[0]) and len(times[0]) >= 10
     assert len(times[1]) > len(times[0])  # the same rate, always available
+
+
+def _on_off(offline: tuple[tuple[float, float], ...], horizon_s: float) -> tuple[list[float], list[float]]:
+    """A device that starts on: its complete on and off periods (the last one, cut at the horizon, left out)."""
+    ons, offs, t = [], [], 0.0
+    for a, b in offline:
+        ons.append(a - t)
+        if b < horizon_s:
+            offs.append(b - a)
+        t = b
+    return ons, offs
+
+
+def test_drawn_availability_follows_its_distributions_and_the_seed():
+    from testbed.population import Availability
+
+    horizon_s = 3000.0
+    av = Availability(on_s=Distribution(dist="lognormal", median=20, sigma=0.5),
+                      off_s=Distribution(dist="uniform", low=5, high=15), start="on")
+    got = draws(Population(seed=7, availability=av), 300, "g", horizon_s)
+    ons, offs = [], []
+    for d in got:
+        on, off = _on_off(d.offline_s, horizon_s)
+        ons += on
+        offs += off
+        assert all(a < b <= horizon_s for a, b in d.offline_s) and d.compute_ms is None  # the rest keeps the class's
+    assert len(ons) > 20_000 and len(offs) > 20_000
+    assert statistics.median(ons) == pytest.approx(20, rel=0.03)
+    assert statistics.stdev(math.log(x) for x in ons) == pytest.approx(0.5, rel=0.05)
+    assert statistics.median(offs) == pytest.approx(10, rel=0.03) and 5 <= min(offs) and max(offs) <= 15
+    assert draws(Population(seed=7, availability=av), 300, "g", horizon_s) == got
+    assert draws(Population(seed=8, availability=av), 3, "g", horizon_s) != got[:3]
+    assert draws(Population(seed=7, availability=av), 3, "h", horizon_s) != got[:3]  # seeded per group
+    longer = draws(Population(seed=7, availability=av), 3, "g", 2 * horizon_s)  # a longer phase extends the timeline
+    assert [d.offline_s[:10] for d in longer] == [d.offline_s[:10] for d in got[:3]]
+    off_first = draws(Population(seed=7, availability=av.model_copy(update={"start": "off"})), 50, "g", 100.0)
+    assert all(d.offline_s[0][0] == 0.0 for d in off_first)
+    rand = draws(Population(seed=7, availability=av.model_copy(update={"start": "random"})), 200, "g", 100.0)
+    away_at_0 = sum(1 for d in rand if d.offline_s and d.offline_s[0][0] == 0.0)
+    assert 20 < away_at_0 < 120  # not in step: some start away, most start on
+
+
+def test_frames_fall_only_in_drawn_on_periods():
+    from testbed.faults import planned_arrivals
+
+    pop = {"seed": 3, "availability": {"on_s": {"dist": "lognormal", "median": 1.5, "sigma": 0.3},
+                                       "off_s": {"dist": "uniform", "low": 0.5, "high": 1.5}, "start": "random"}}
+    topo = sb.load_topology(_smoke(pop), {"devices[0].arrival.rate_hz": 20})
+    specs = device_table(topo)
+    horizon_s = topo.warmup_s + topo.duration_s
+    assert [s.offline_s for s in specs[:3]] == [d.offline_s for d in draws(topo.devices[0].population, 3, "lte",
+                                                                          horizon_s)]
+    frames = planned_arrivals(topo, "butterfly", 0, [0, 1, 2])
+    for d in (0, 1, 2):
+        times = [t for dd, t in frames if dd == d]
+        away_s = sum(b - a for a, b in specs[d].offline_s)
+        assert specs[d].offline_s and 0 < away_s < horizon_s
+        assert all(not any(a <= t < b for a, b in specs[d].offline_s) for t in times)
+        assert len(times) == pytest.approx(20 * (horizon_s - away_s), rel=0.35)  # the on periods keep their rate
+
+
+def test_bad_availability_is_a_config_error(monkeypatch):
+    import testbed.population as population
+
+    on = {"dist": "uniform", "low": 1, "high": 2}
+    with pytest.raises(ConfigError, match=r"devices\[0\]\.population\.availability\.off_s"):
+        sb.load_topology(_smoke({"availability": {"on_s": on}}))
+    with pytest.raises(ConfigError, match=r"devices\[0\]\.population\.availability\.begin"):
+        sb.load_topology(_smoke({"availability": {"on_s": on, "off_s": on, "begin": "on"}}))
+    with pytest.raises(ConfigError, match=r"devices\[0\]\.population\.availability\.start"):
+        sb.load_topology(_smoke({"availability": {"on_s": on, "off_s": on, "start": "sometimes"}}))
+    with pytest.raises(ConfigError, match=r"availability\.on_s\.high.*a week"):
+        sb.load_topology(_smoke({"availability": {"on_s": {"dist": "uniform", "low": 1, "high": 1e9},
+                                                  "off_s": on}}))
+    with pytest.raises(ConfigError, match="either csv or distributions"):
+        sb.load_topology(_smoke({"csv": "pop.csv", "availability": {"on_s": on, "off_s": on}}))
+    monkeypatch.setattr(population, "MAX_AVAILABILITY_PERIODS", 1_000)
+    with pytest.raises(ConfigError, match=r"devices\[0\]\.population\.availability: more than 1000 on/off periods"):
+        fast = {"dist": "uniform", "low": 0.001, "high": 0.002}
+        sb.load_topology(_smoke({"availability": {"on_s": fast, "off_s": fast}}))
