@@ -245,3 +245,73 @@ def test_bad_availability_is_a_config_error(monkeypatch):
     with pytest.raises(ConfigError, match=r"devices\[0\]\.population\.availability: more than 1000 on/off periods"):
         fast = {"dist": "uniform", "low": 0.001, "high": 0.002}
         sb.load_topology(_smoke({"availability": {"on_s": fast, "off_s": fast}}))
+
+
+CAPACITY = {5: {"computation": 100.0, "communication": 2000.0}, 9: {"computation": 50.0, "communication": 800.0}}
+BEHAVIOUR = {9: {"duration": 50, "active": [10, 50], "inactive": [30, 80], "finish_time": 100, "model": "X1"},
+             5: {"duration": 40, "active": [0, 40], "inactive": [20, 60], "finish_time": 60, "model": "Y2"}}
+
+
+def _fedscale(tmp_path: Path, behaviour: dict, form: str, *args: str) -> tuple[int, Path]:
+    import json
+    import pickle
+
+    from testbed.fedscale import main
+
+    cap = tmp_path / "client_device_capacity"
+    cap.write_bytes(pickle.dumps(CAPACITY))
+    beh = tmp_path / ("behave.json" if form == "json" else "client_behave_trace")
+    beh.write_bytes(json.dumps(behaviour).encode() if form == "json" else pickle.dumps(behaviour))
+    out = tmp_path / "pop.csv"
+    return main([str(cap), str(out), "--behaviour", str(beh), *args]), out
+
+
+@pytest.mark.parametrize("form", ["pickle", "json"])
+def test_fedscale_behaviour_converts_to_the_exact_offline_intervals(tmp_path, capsys, form):
+    rc, out = _fedscale(tmp_path, BEHAVIOUR, form, "--behaviour-scale", "0.1", "--horizon-s", "25")
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert ("behave.json" not in err) if form == "json" else "unpickling" in err and "client_behave_trace" in err
+    specs = device_table(sb.load_topology(_smoke({"csv": str(out)}, count=2)))
+    # client 5 (period 6 s after scaling): away 20-40 of 60; client 9 (period 10 s): away 0-10, 30-50, 80-100 of
+    # 100; repeated to 25 s, a period's last gap joining the next one's first
+    assert specs[0].offline_s == ((2.0, 4.0), (8.0, 10.0), (14.0, 16.0), (20.0, 22.0))
+    assert specs[1].offline_s == ((0.0, 1.0), (3.0, 5.0), (8.0, 11.0), (13.0, 15.0), (18.0, 21.0), (23.0, 25.0))
+    assert "2-4;8-10;14-16;20-22" in out.read_text()
+
+
+def test_fedscale_behaviour_one_period_and_position_join(tmp_path):
+    rc, out = _fedscale(tmp_path, BEHAVIOUR, "pickle", "--behaviour-join", "position")
+    assert rc == 0
+    specs = device_table(sb.load_topology(_smoke({"csv": str(out)}, count=2)))
+    # by position, as FedScale pairs them: capacity client 5 takes the first trace (client 9), 9 the second (5)
+    assert specs[0].offline_s == ((0.0, 10.0), (30.0, 50.0), (80.0, 100.0))
+    assert specs[1].offline_s == ((20.0, 40.0),)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"inactive": [5, 80]}, "client 9: active period 0 is reversed (10 to 5)"),
+    ({"active": [10, 25]}, "client 9: active period 1 (25 to 80) overlaps or precedes the one before (10 to 30)"),
+    ({"finish_time": 70}, "client 9: finish_time 70 is before the last active period ends (80)"),
+    ({"inactive": [30]}, "client 9: 2 active and 1 inactive times"),
+    ({"active": [10, "later"]}, "client 9: needs 'active' and 'inactive' lists and 'finish_time'"),
+])
+def test_bad_behaviour_traces_are_reported_with_the_client_id(tmp_path, capsys, change, message):
+    bad = {**BEHAVIOUR, 9: {**BEHAVIOUR[9], **change}}
+    rc, _ = _fedscale(tmp_path, bad, "json")
+    assert rc == 2 and message in capsys.readouterr().err
+
+
+def test_a_behaviour_trace_that_misses_clients_or_would_run_code_is_refused(tmp_path, capsys):
+    import os
+
+    rc, _ = _fedscale(tmp_path, {9: BEHAVIOUR[9]}, "pickle")
+    assert rc == 2 and "1 of 2 clients have no behaviour trace (first: 5)" in capsys.readouterr().err
+    marker = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    rc, _ = _fedscale(tmp_path, {5: Evil()}, "pickle")
+    assert rc == 2 and "refused to load" in capsys.readouterr().err and not marker.exists()
