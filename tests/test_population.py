@@ -226,6 +226,28 @@ def test_frames_fall_only_in_drawn_on_periods():
         assert len(times) == pytest.approx(20 * (horizon_s - away_s), rel=0.35)  # the on periods keep their rate
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_a_run_generates_frames_only_in_drawn_on_periods(tmp_path):
+    from testbed.faults import planned_arrivals
+
+    pop = {"seed": 5, "availability": {"on_s": {"dist": "lognormal", "median": 1.0, "sigma": 0.3},
+                                       "off_s": {"dist": "uniform", "low": 0.5, "high": 1.0}, "start": "random"}}
+    topo = sb.load_topology(_smoke(pop), {"duration_s": 4, "warmup_s": 0, "strategies": ["butterfly"],
+                                          "devices[1].count": 1, "devices[0].arrival.rate_hz": 4})
+    res = sb.run(topo, out=tmp_path / "run")
+    assert res.summary.status == "complete"
+    specs = device_table(topo)
+    listed = res.summary.raw["device_population"]["lte"]
+    assert [tuple(map(tuple, d["offline_s"])) for d in listed] == [s.offline_s for s in specs[:3]]
+    req = res.requests
+    for spec in specs[:3]:
+        got = sorted(req[req.device_id == spec.device_id].t_arrival_s)
+        assert spec.offline_s and all(not any(a <= t < b for a, b in spec.offline_s) for t in got)
+        assert got == pytest.approx(sorted(t for _, t in planned_arrivals(topo, "butterfly", 0, [spec.device_id])),
+                                    abs=1e-3)
+
+
 def test_bad_availability_is_a_config_error(monkeypatch):
     import testbed.population as population
 
