@@ -28,6 +28,7 @@ MAX_TRACE_BYTES = 64 << 20  # the largest Mahimahi trace here is 3.4 MB (TMobile
 MAX_WEIGHTS_BYTES = 2 << 30  # a ResNet-50 state dict is about 100 MB
 MAX_IMAGE_BYTES = 64 << 20
 MAX_POPULATION_BYTES = 64 << 20  # a population CSV: a few dozen bytes per device
+MAX_AVAILABILITY_PERIODS = 1_000_000  # drawn on/off periods of one population group (about a second to draw)
 MAX_IMAGE_FILES = 10_000  # files looked at under model.image_dir (the pools decode every image they use)
 
 MAX_DEVICES = 65_533  # what a /16 subnet holds besides the cloud (the tc backend's default subnet)
@@ -112,6 +113,18 @@ LIMITS: dict[str, tuple[float, str]] = {
     "devices[*].population.downlink_kbps.low": (100000000.0, "100 Gbit/s"),
     "devices[*].population.downlink_kbps.high": (100000000.0, "100 Gbit/s"),
     "devices[*].population.downlink_kbps.sigma": (10.0, "a log-spread of e^10"),
+    "devices[*].population.availability.on_s.median": (WEEK_S, "a week"),
+    "devices[*].population.availability.on_s.mean": (WEEK_S, "a week"),
+    "devices[*].population.availability.on_s.sd": (WEEK_S, "a week"),
+    "devices[*].population.availability.on_s.low": (WEEK_S, "a week"),
+    "devices[*].population.availability.on_s.high": (WEEK_S, "a week"),
+    "devices[*].population.availability.off_s.median": (WEEK_S, "a week"),
+    "devices[*].population.availability.off_s.mean": (WEEK_S, "a week"),
+    "devices[*].population.availability.off_s.sd": (WEEK_S, "a week"),
+    "devices[*].population.availability.off_s.low": (WEEK_S, "a week"),
+    "devices[*].population.availability.off_s.high": (WEEK_S, "a week"),
+    "devices[*].population.availability.on_s.sigma": (10.0, "a log-spread of e^10"),
+    "devices[*].population.availability.off_s.sigma": (10.0, "a log-spread of e^10"),
     "devices[*].link.uplink_queue.packets": (1_000_000, "a million packets"),
     "devices[*].link.uplink_queue.bytes": (1 << 30, "1 GiB"),
     "devices[*].link.uplink_cellreplay.long_to_short_ms": (600_000.0, "10 minutes"),

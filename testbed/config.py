@@ -31,7 +31,7 @@ from pydantic import (
 )
 
 from testbed import bounds, hardware, profiles, split_policy
-from testbed.population import Population, PopulationCsvError, draws
+from testbed.population import AvailabilityError, Population, PopulationCsvError, draws
 
 STRATEGIES = ("cloud_only", "butterfly", "split", "device_only", "best_static", "dynamic")  # and static:<cut>
 SPLIT_POINTS = ("layer1", "layer2", "layer3", "layer4")
@@ -713,9 +713,11 @@ def _population_problems(topo: Topology) -> list[Problem]:
         if g.population is None:
             continue
         try:
-            draws(g.population, g.count, g.name or f"group{i}")
+            draws(g.population, g.count, g.name or f"group{i}", topo.warmup_s + topo.duration_s)
         except PopulationCsvError as e:
             problems.append(Problem(f"devices[{i}].population.csv", str(e)))
+        except AvailabilityError as e:
+            problems.append(Problem(f"devices[{i}].population.availability", str(e)))
         if g.population.compute_ms is not None and topo.device_classes[g.device_class].hardware is not None:
             problems.append(Problem(f"devices[{i}].population.compute_ms", "the device class has a hardware profile "
                                     f"(device_classes.{g.device_class}.hardware) whose times replace it; give one",

@@ -75,7 +75,8 @@ def device_table(topo: Topology) -> list[DeviceSpec]:
         link = topo.link_for(g)
         group = g.name or f"group{gi}"
         power_w = dc.compute_power_w if dc.hardware is None else hardware.resolve_device(dc.hardware).compute_power_w
-        own = draws(g.population, g.count, group) if g.population is not None else [None] * g.count
+        own = (draws(g.population, g.count, group, topo.warmup_s + topo.duration_s) if g.population is not None
+               else [None] * g.count)
         for d in own:
             full_ms, dev_link = _own_values(d, dc.full_model_ms, link)
             out.append(DeviceSpec(len(out), group, g.device_class, dev_link, dc.speed, power_w,

@@ -10,6 +10,11 @@ of one class-wide figure. Either seeded distributions:
 or a CSV with one row per device (`device,compute_ms,uplink_kbps,downlink_kbps`, and optionally
 `offline_s`: `start-end;start-end` seconds of each phase when the device is away and generates no frames;
 the group's count rows are used in order). A value a population leaves out keeps the class's or the network's figure.
+A drawn population's availability is an alternating renewal process, the same `offline_s` intervals a CSV gives:
+
+    availability: {on_s: {dist: lognormal, median: 30, sigma: 0.5}, off_s: {dist: uniform, low: 5, high: 20},
+                   start: random}
+
 Pure functions of the config: the driver, the pools and the tests draw the same values.
 """
 
@@ -24,7 +29,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from testbed.bounds import MAX_POPULATION_BYTES, file_problem
+from testbed.bounds import MAX_AVAILABILITY_PERIODS, MAX_POPULATION_BYTES, file_problem
 
 CSV_COLUMNS = ("device", "compute_ms", "uplink_kbps", "downlink_kbps")
 FIELDS = ("compute_ms", "uplink_kbps", "downlink_kbps")
@@ -60,6 +65,17 @@ class Distribution(BaseModel):
         return rng.uniform(float(self.low), float(self.high))  # type: ignore[arg-type]
 
 
+class Availability(BaseModel):
+    """Alternating on (available) and off (away: no frames) periods, each drawn from its distribution, per
+    device over the phase (warm-up included). `start`: the state at the phase's start; `random` starts at a
+    uniformly drawn point of the device's first on+off cycle, so devices are not in step."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    on_s: Distribution
+    off_s: Distribution
+    start: Literal["on", "off", "random"] = "on"
+
+
 class Population(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     seed: int = 0
@@ -67,14 +83,15 @@ class Population(BaseModel):
     compute_ms: Distribution | None = None
     uplink_kbps: Distribution | None = None
     downlink_kbps: Distribution | None = None
+    availability: Availability | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> Population:
-        drawn = [k for k in FIELDS if getattr(self, k) is not None]
+        drawn = [k for k in (*FIELDS, "availability") if getattr(self, k) is not None]
         if self.csv is not None and drawn:
             raise ValueError(f"give either csv or distributions ({', '.join(drawn)}), not both")
         if self.csv is None and not drawn:
-            raise ValueError("needs csv or at least one of compute_ms, uplink_kbps, downlink_kbps")
+            raise ValueError("needs csv or at least one of compute_ms, uplink_kbps, downlink_kbps, availability")
         return self
 
 
@@ -92,9 +109,14 @@ class PopulationCsvError(ValueError):
     """A bad population CSV; the message names the file, the line and the column."""
 
 
-def draws(pop: Population, count: int, group: str) -> list[DeviceDraw]:
+class AvailabilityError(ValueError):
+    """Drawn availability that would need more on/off periods than a run can hold."""
+
+
+def draws(pop: Population, count: int, group: str, horizon_s: float) -> list[DeviceDraw]:
     """The group's devices' values, in device order (seeded per group and field, so adding a field to the
-    population does not move the others' draws)."""
+    population does not move the others' draws). `horizon_s`: the phase's length, warm-up included, over
+    which availability is drawn."""
     if pop.csv is not None:
         rows = read_csv(Path(pop.csv))
         if len(rows) < count:
@@ -105,8 +127,40 @@ def draws(pop: Population, count: int, group: str) -> list[DeviceDraw]:
         d: Distribution | None = getattr(pop, name)
         rng = random.Random(f"{pop.seed}:{group}:{name}")
         columns[name] = [None if d is None else round(d.draw(rng), 3) for _ in range(count)]
-    return [DeviceDraw(columns["compute_ms"][i], columns["uplink_kbps"][i], columns["downlink_kbps"][i])
+    offline: list[tuple[tuple[float, float], ...]] = [()] * count
+    if pop.availability is not None:
+        budget = [MAX_AVAILABILITY_PERIODS]  # for the whole group, so the draw ends within seconds
+        offline = [offline_periods(pop.availability, horizon_s,
+                                   random.Random(f"{pop.seed}:{group}:availability:{i}"), budget)
+                   for i in range(count)]
+    return [DeviceDraw(columns["compute_ms"][i], columns["uplink_kbps"][i], columns["downlink_kbps"][i], offline[i])
             for i in range(count)]
+
+
+def offline_periods(av: Availability, horizon_s: float, rng: random.Random,
+                    budget: list[int]) -> tuple[tuple[float, float], ...]:
+    """One device's off periods as `offline_s` intervals [start, end) in [0, horizon_s), rounded to the ms (an
+    interval that rounds to nothing is dropped). `budget`: on and off periods left to the group; spent here."""
+    if av.start == "random":
+        first_on, first_off = av.on_s.draw(rng), av.off_s.draw(rng)
+        u = rng.uniform(0.0, first_on + first_off)
+        on, left = (True, first_on - u) if u < first_on else (False, first_on + first_off - u)
+    else:
+        on = av.start == "on"
+        left = (av.on_s if on else av.off_s).draw(rng)
+    out: list[tuple[float, float]] = []
+    t = 0.0
+    while t < horizon_s:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise AvailabilityError(f"more than {MAX_AVAILABILITY_PERIODS} on/off periods in the group over "
+                                    f"{horizon_s:g} s; allowed: longer periods or fewer devices")
+        end = min(t + left, horizon_s)
+        if not on and round(end, 3) > round(t, 3):
+            out.append((round(t, 3), round(end, 3)))
+        t, on = end, not on
+        left = (av.on_s if on else av.off_s).draw(rng)
+    return tuple(out)
 
 
 def read_csv(path: Path) -> list[DeviceDraw]:

@@ -28,6 +28,9 @@ def population_figure(summary: dict[str, Any], measured: list[dict[str, Any]], s
         ax.set_xscale("log")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("e2e latency (ms)")
-    axes[0].legend(fontsize=8)
+    for ax in axes:  # the first panel with points (a population may draw only rates or only availability)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+            break
     fig.tight_layout()
     return fig

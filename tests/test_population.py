@@ -31,15 +31,15 @@ def _smoke(population: dict, count: int = 3) -> dict:
 def test_lognormal_draws_follow_the_distribution_and_the_seed():
     pop = Population(seed=4, compute_ms=Distribution(dist="lognormal", median=150, sigma=0.4),
                      uplink_kbps=Distribution(dist="uniform", low=1000, high=9000))
-    got = draws(pop, 4000, "g")
+    got = draws(pop, 4000, "g", 60.0)
     logs = [math.log(d.compute_ms) for d in got]
     assert math.exp(statistics.median(logs)) == pytest.approx(150, rel=0.03)
     assert statistics.stdev(logs) == pytest.approx(0.4, rel=0.05)
     ups = [d.uplink_kbps for d in got]
     assert min(ups) >= 1000 and max(ups) <= 9000 and statistics.mean(ups) == pytest.approx(5000, rel=0.03)
     assert all(d.downlink_kbps is None for d in got)  # left out: the network's rate stays
-    assert draws(pop, 4000, "g") == got
-    assert draws(pop.model_copy(update={"seed": 5}), 10, "g") != got[:10]
+    assert draws(pop, 4000, "g", 60.0) == got
+    assert draws(pop.model_copy(update={"seed": 5}), 10, "g", 60.0) != got[:10]
 
 
 def test_drawn_values_reach_each_device_spec():
@@ -165,3 +165,175 @@ def test_offline_intervals_come_from_the_csv_and_remove_the_frames_inside_them(t
     assert times[2] == []  # away for the whole phase (warm-up 1 s + 6 s)
     assert all(not (1 <= t < 3 or 4.5 <= t < 6) for t in times[0]) and len(times[0]) >= 10
     assert len(times[1]) > len(times[0])  # the same rate, always available
+
+
+def _on_off(offline: tuple[tuple[float, float], ...], horizon_s: float) -> tuple[list[float], list[float]]:
+    """A device that starts on: its complete on and off periods (the last one, cut at the horizon, left out)."""
+    ons, offs, t = [], [], 0.0
+    for a, b in offline:
+        ons.append(a - t)
+        if b < horizon_s:
+            offs.append(b - a)
+        t = b
+    return ons, offs
+
+
+def test_drawn_availability_follows_its_distributions_and_the_seed():
+    from testbed.population import Availability
+
+    horizon_s = 3000.0
+    av = Availability(on_s=Distribution(dist="lognormal", median=20, sigma=0.5),
+                      off_s=Distribution(dist="uniform", low=5, high=15), start="on")
+    got = draws(Population(seed=7, availability=av), 300, "g", horizon_s)
+    ons, offs = [], []
+    for d in got:
+        on, off = _on_off(d.offline_s, horizon_s)
+        ons += on
+        offs += off
+        assert all(a < b <= horizon_s for a, b in d.offline_s) and d.compute_ms is None  # the rest keeps the class's
+    assert len(ons) > 20_000 and len(offs) > 20_000
+    assert statistics.median(ons) == pytest.approx(20, rel=0.03)
+    assert statistics.stdev(math.log(x) for x in ons) == pytest.approx(0.5, rel=0.05)
+    assert statistics.median(offs) == pytest.approx(10, rel=0.03) and 5 <= min(offs) and max(offs) <= 15
+    assert draws(Population(seed=7, availability=av), 300, "g", horizon_s) == got
+    assert draws(Population(seed=8, availability=av), 3, "g", horizon_s) != got[:3]
+    assert draws(Population(seed=7, availability=av), 3, "h", horizon_s) != got[:3]  # seeded per group
+    longer = draws(Population(seed=7, availability=av), 3, "g", 2 * horizon_s)  # a longer phase extends the timeline
+    assert [d.offline_s[:10] for d in longer] == [d.offline_s[:10] for d in got[:3]]
+    off_first = draws(Population(seed=7, availability=av.model_copy(update={"start": "off"})), 50, "g", 100.0)
+    assert all(d.offline_s[0][0] == 0.0 for d in off_first)
+    rand = draws(Population(seed=7, availability=av.model_copy(update={"start": "random"})), 200, "g", 100.0)
+    away_at_0 = sum(1 for d in rand if d.offline_s and d.offline_s[0][0] == 0.0)
+    assert 20 < away_at_0 < 120  # not in step: some start away, most start on
+
+
+def test_frames_fall_only_in_drawn_on_periods():
+    from testbed.faults import planned_arrivals
+
+    pop = {"seed": 3, "availability": {"on_s": {"dist": "lognormal", "median": 1.5, "sigma": 0.3},
+                                       "off_s": {"dist": "uniform", "low": 0.5, "high": 1.5}, "start": "random"}}
+    topo = sb.load_topology(_smoke(pop), {"devices[0].arrival.rate_hz": 20})
+    specs = device_table(topo)
+    horizon_s = topo.warmup_s + topo.duration_s
+    assert [s.offline_s for s in specs[:3]] == [d.offline_s for d in draws(topo.devices[0].population, 3, "lte",
+                                                                          horizon_s)]
+    frames = planned_arrivals(topo, "butterfly", 0, [0, 1, 2])
+    for d in (0, 1, 2):
+        times = [t for dd, t in frames if dd == d]
+        away_s = sum(b - a for a, b in specs[d].offline_s)
+        assert specs[d].offline_s and 0 < away_s < horizon_s
+        assert all(not any(a <= t < b for a, b in specs[d].offline_s) for t in times)
+        assert len(times) == pytest.approx(20 * (horizon_s - away_s), rel=0.35)  # the on periods keep their rate
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_a_run_generates_frames_only_in_drawn_on_periods(tmp_path):
+    from testbed.faults import planned_arrivals
+
+    pop = {"seed": 5, "availability": {"on_s": {"dist": "lognormal", "median": 1.0, "sigma": 0.3},
+                                       "off_s": {"dist": "uniform", "low": 0.5, "high": 1.0}, "start": "random"}}
+    topo = sb.load_topology(_smoke(pop), {"duration_s": 4, "warmup_s": 0, "strategies": ["butterfly"],
+                                          "devices[1].count": 1, "devices[0].arrival.rate_hz": 4})
+    res = sb.run(topo, out=tmp_path / "run")
+    assert res.summary.status == "complete"
+    specs = device_table(topo)
+    listed = res.summary.raw["device_population"]["lte"]
+    assert [tuple(map(tuple, d["offline_s"])) for d in listed] == [s.offline_s for s in specs[:3]]
+    req = res.requests
+    for spec in specs[:3]:
+        got = sorted(req[req.device_id == spec.device_id].t_arrival_s)
+        assert spec.offline_s and all(not any(a <= t < b for a, b in spec.offline_s) for t in got)
+        assert got == pytest.approx(sorted(t for _, t in planned_arrivals(topo, "butterfly", 0, [spec.device_id])),
+                                    abs=1e-3)
+
+
+def test_bad_availability_is_a_config_error(monkeypatch):
+    import testbed.population as population
+
+    on = {"dist": "uniform", "low": 1, "high": 2}
+    with pytest.raises(ConfigError, match=r"devices\[0\]\.population\.availability\.off_s"):
+        sb.load_topology(_smoke({"availability": {"on_s": on}}))
+    with pytest.raises(ConfigError, match=r"devices\[0\]\.population\.availability\.begin"):
+        sb.load_topology(_smoke({"availability": {"on_s": on, "off_s": on, "begin": "on"}}))
+    with pytest.raises(ConfigError, match=r"devices\[0\]\.population\.availability\.start"):
+        sb.load_topology(_smoke({"availability": {"on_s": on, "off_s": on, "start": "sometimes"}}))
+    with pytest.raises(ConfigError, match=r"availability\.on_s\.high.*a week"):
+        sb.load_topology(_smoke({"availability": {"on_s": {"dist": "uniform", "low": 1, "high": 1e9},
+                                                  "off_s": on}}))
+    with pytest.raises(ConfigError, match="either csv or distributions"):
+        sb.load_topology(_smoke({"csv": "pop.csv", "availability": {"on_s": on, "off_s": on}}))
+    monkeypatch.setattr(population, "MAX_AVAILABILITY_PERIODS", 1_000)
+    with pytest.raises(ConfigError, match=r"devices\[0\]\.population\.availability: more than 1000 on/off periods"):
+        fast = {"dist": "uniform", "low": 0.001, "high": 0.002}
+        sb.load_topology(_smoke({"availability": {"on_s": fast, "off_s": fast}}))
+
+
+CAPACITY = {5: {"computation": 100.0, "communication": 2000.0}, 9: {"computation": 50.0, "communication": 800.0}}
+BEHAVIOUR = {9: {"duration": 50, "active": [10, 50], "inactive": [30, 80], "finish_time": 100, "model": "X1"},
+             5: {"duration": 40, "active": [0, 40], "inactive": [20, 60], "finish_time": 60, "model": "Y2"}}
+
+
+def _fedscale(tmp_path: Path, behaviour: dict, form: str, *args: str) -> tuple[int, Path]:
+    import json
+    import pickle
+
+    from testbed.fedscale import main
+
+    cap = tmp_path / "client_device_capacity"
+    cap.write_bytes(pickle.dumps(CAPACITY))
+    beh = tmp_path / ("behave.json" if form == "json" else "client_behave_trace")
+    beh.write_bytes(json.dumps(behaviour).encode() if form == "json" else pickle.dumps(behaviour))
+    out = tmp_path / "pop.csv"
+    return main([str(cap), str(out), "--behaviour", str(beh), *args]), out
+
+
+@pytest.mark.parametrize("form", ["pickle", "json"])
+def test_fedscale_behaviour_converts_to_the_exact_offline_intervals(tmp_path, capsys, form):
+    rc, out = _fedscale(tmp_path, BEHAVIOUR, form, "--behaviour-scale", "0.1", "--horizon-s", "25")
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert ("behave.json" not in err) if form == "json" else "unpickling" in err and "client_behave_trace" in err
+    specs = device_table(sb.load_topology(_smoke({"csv": str(out)}, count=2)))
+    # client 5 (period 6 s after scaling): away 20-40 of 60; client 9 (period 10 s): away 0-10, 30-50, 80-100 of
+    # 100; repeated to 25 s, a period's last gap joining the next one's first
+    assert specs[0].offline_s == ((2.0, 4.0), (8.0, 10.0), (14.0, 16.0), (20.0, 22.0))
+    assert specs[1].offline_s == ((0.0, 1.0), (3.0, 5.0), (8.0, 11.0), (13.0, 15.0), (18.0, 21.0), (23.0, 25.0))
+    assert "2-4;8-10;14-16;20-22" in out.read_text()
+
+
+def test_fedscale_behaviour_one_period_and_position_join(tmp_path):
+    rc, out = _fedscale(tmp_path, BEHAVIOUR, "pickle", "--behaviour-join", "position")
+    assert rc == 0
+    specs = device_table(sb.load_topology(_smoke({"csv": str(out)}, count=2)))
+    # by position, as FedScale pairs them: capacity client 5 takes the first trace (client 9), 9 the second (5)
+    assert specs[0].offline_s == ((0.0, 10.0), (30.0, 50.0), (80.0, 100.0))
+    assert specs[1].offline_s == ((20.0, 40.0),)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"inactive": [5, 80]}, "client 9: active period 0 is reversed (10 to 5)"),
+    ({"active": [10, 25]}, "client 9: active period 1 (25 to 80) overlaps or precedes the one before (10 to 30)"),
+    ({"finish_time": 70}, "client 9: finish_time 70 is before the last active period ends (80)"),
+    ({"inactive": [30]}, "client 9: 2 active and 1 inactive times"),
+    ({"active": [10, "later"]}, "client 9: needs 'active' and 'inactive' lists and 'finish_time'"),
+])
+def test_bad_behaviour_traces_are_reported_with_the_client_id(tmp_path, capsys, change, message):
+    bad = {**BEHAVIOUR, 9: {**BEHAVIOUR[9], **change}}
+    rc, _ = _fedscale(tmp_path, bad, "json")
+    assert rc == 2 and message in capsys.readouterr().err
+
+
+def test_a_behaviour_trace_that_misses_clients_or_would_run_code_is_refused(tmp_path, capsys):
+    import os
+
+    rc, _ = _fedscale(tmp_path, {9: BEHAVIOUR[9]}, "pickle")
+    assert rc == 2 and "1 of 2 clients have no behaviour trace (first: 5)" in capsys.readouterr().err
+    marker = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    rc, _ = _fedscale(tmp_path, {5: Evil()}, "pickle")
+    assert rc == 2 and "refused to load" in capsys.readouterr().err and not marker.exists()
