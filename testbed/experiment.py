@@ -230,9 +230,9 @@ def _write_html_report(out_dir: Path, progress: Progress) -> None:
 
 
 def _sweep_cgroups(run_id: str) -> None:
-    from throttling.cgroup import PREFIX, sweep
+    from throttling.cgroup import sweep_run
 
-    sweep(prefix=f"{PREFIX}{run_id}")
+    sweep_run(run_id)
 
 
 def _check_links(state: RunState, progress: Progress) -> list[dict[str, Any]]:

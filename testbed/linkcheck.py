@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import statistics
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from testbed.clock import now
 from testbed.config import Topology
 from testbed.devices import DeviceSpec, device_table
 from throttling.links import LinkBackend, userspace_part
 from throttling.shaper import LinkDirection, LinkShaper
+
+if TYPE_CHECKING:
+    from throttling.netns import NetnsLayout
 
 PAYLOADS = (10_000, 100_000, 1_000_000)
 REPEATS = 3
@@ -88,12 +92,21 @@ def _check_userspace(spec: LinkDirection, nbytes: int) -> float:
     return statistics.median(asyncio.run(pipe_times(connect, listen, LinkShaper(spec), nbytes, REPEATS)))
 
 
+def check_layout(device_id: int) -> NetnsLayout:
+    """A link check's namespaces, named with this driver's pid (`splitbed-chk<pid>-<device>-c`): two runs checking
+    links at once must not share one (the second's failed create would delete the first's), and `--cleanup`
+    keeps a live run's."""
+    from throttling.netns import NetnsLayout
+
+    return NetnsLayout(f"chk{os.getpid()}-{device_id}", "10.254.0.0/29", 1)
+
+
 def _check_tc(dev: DeviceSpec, backend: LinkBackend, direction: str, nbytes: int) -> float:
     """One device's link in fresh namespaces: the kernel does the rate, as in a run."""
-    from throttling.netns import NetnsLayout, NetnsTopology, socket_in_netns
+    from throttling.netns import NetnsTopology, socket_in_netns
 
     spec = dev.uplink() if direction == "up" else dev.downlink()
-    layout = NetnsLayout(f"chk{dev.device_id}", "10.254.0.0/29", 1)
+    layout = check_layout(dev.device_id)
     src, dst = ((layout.device_ns(0), layout.cloud_ns) if direction == "up" else
                 (layout.cloud_ns, layout.device_ns(0)))
     dst_ip = layout.cloud_ip if direction == "up" else layout.device_ip(0)

@@ -306,6 +306,12 @@ def sweep(prefix: str = PREFIX, support: CgroupSupport | None = None,
     return removed
 
 
+def sweep_run(run_id: str, support: CgroupSupport | None = None) -> list[str]:
+    """Remove one run's `<root>/splitbed-<run_id>` tree (what its killed pools left), and only it: a prefix
+    sweep by run 1234 would also empty live run 12345's `splitbed-12345`."""
+    name = PREFIX + run_id
+    return sweep(name, support, keep=lambda entry: entry != name)
+
 def _check_name(what: str, name: str) -> None:
     if not _NAME.fullmatch(name) or name in (".", ".."):
         raise ValueError(f"{what} must be letters, digits, '_', '-' or '.', got {name!r}")
