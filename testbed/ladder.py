@@ -19,6 +19,7 @@ from typing import Any
 from testbed import htmlkit
 from testbed.config import ConfigError, Problem, Topology, load_topology
 from testbed.metrics import ratio
+from testbed.sweep import load_variants
 
 BASE, SPLIT = "cloud_only", "butterfly"
 COLUMNS = ("rung", "network", "latency_cloud_only_ms", "latency_butterfly_ms", "latency_x", "energy_cloud_only_mj",
@@ -45,18 +46,10 @@ def load_rungs(topology_file: str, overrides: list[str], only: list[str] | None 
     if unknown:
         raise ConfigError(topology_file, [Problem("ladder", "no such rung; allowed: " + ", ".join(names),
                                                   unknown, True)])
-    out, problems = [], []
-    for i, rung in enumerate(base.ladder):
-        if only and rung.name not in only:
-            continue
-        try:
-            out.append((rung.name, load_topology(topology_file, [*overrides, *rung_overrides(base, i), "ladder=[]"])))
-        except ConfigError as e:
-            problems += [Problem(p.path, f"{p.message} [ladder[{i}] {rung.name}]", p.value, p.has_value)
-                         for p in e.problems]
-    if problems:
-        raise ConfigError(topology_file, problems)
-    return out
+    chosen = [(i, r.name) for i, r in enumerate(base.ladder) if not only or r.name in only]
+    topos = load_variants(topology_file, overrides,
+                          [(f"ladder[{i}] {name}", [*rung_overrides(base, i), "ladder=[]"]) for i, name in chosen])
+    return [(name, topo) for (_, name), topo in zip(chosen, topos, strict=True)]
 
 
 def rows(rung: str, summary: dict[str, Any]) -> list[dict[str, Any]]:

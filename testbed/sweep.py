@@ -41,13 +41,18 @@ def parse_sweep(spec: str) -> tuple[str, list[str]]:
 
 def load_points(topology_file: str, overrides: list[str], key: str, values: list[str]) -> list[Topology]:
     """Every point validated up front: one bad value stops the sweep before anything runs."""
+    return load_variants(topology_file, overrides, [(f"--sweep {key}={v}", [f"{key}={v}"]) for v in values])
+
+
+def load_variants(topology_file: str, overrides: list[str], variants: list[tuple[str, list[str]]]) -> list[Topology]:
+    """The topology under each (label, extra overrides), all validated before any runs: every variant's problems
+    are raised together, each tagged with its label (a sweep's points, a ladder's rungs)."""
     topos, problems = [], []
-    for v in values:
+    for label, extra in variants:
         try:
-            topos.append(load_topology(topology_file, [*overrides, f"{key}={v}"]))
+            topos.append(load_topology(topology_file, [*overrides, *extra]))
         except ConfigError as e:
-            problems += [Problem(p.path, f"{p.message} [--sweep {key}={v}]", p.value, p.has_value)
-                         for p in e.problems]
+            problems += [Problem(p.path, f"{p.message} [{label}]", p.value, p.has_value) for p in e.problems]
     if problems:
         raise ConfigError(topology_file, problems)
     return topos
