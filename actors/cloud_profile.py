@@ -21,8 +21,8 @@ import time
 from typing import Any
 
 from actors.cloud_server import CloudServer, Job, Outcome, decode_items
-from testbed import hardware
-from testbed.clock import now
+from testbed.base.clock import now
+from testbed.domain import hardware
 
 SPIN_S = 0.001  # the last stretch of a hold is yielded, not slept
 MEMO_LIMIT = 8192  # distinct payloads remembered per replica (each answer is one int)
@@ -58,12 +58,11 @@ class ProfileCloudServer(CloudServer):
     def _precompute(self) -> None:
         """The answers to every payload the pools will send, computed for real now (the pools' frames and device
         parts are deterministic); a payload that still differs is computed when it arrives, as an overrun."""
-        from actors.device_pool import FRAMES_PER_POOL
-        from testbed.devices import pool_slices
-        from testbed.frames import make_frames
+        from actors.device_pool import FRAMES_PER_POOL  # pulls in PIL at import
+        from testbed.domain.frames import make_frames  # pulls in PIL at import
 
         m, topo = self.topo.model, self.topo
-        for pool_id in range(len(pool_slices(topo.device_count, topo.pools.devices_per_pool))):
+        for pool_id in range(len(topo.pool_slices())):
             frames = make_frames(m.image_dir, m.input_size, FRAMES_PER_POOL, seed=m.seed + pool_id)
             for cut in self._parts:
                 jobs = [self._device_job(cut, f) for f in frames]
@@ -76,10 +75,10 @@ class ProfileCloudServer(CloudServer):
 
     def _device_job(self, cut: str, frame: Any) -> Job:
         """What a device sends for `frame` at `cut` (actors.device_pool._device_work, on this replica)."""
-        import torch
+        import torch  # torch: seconds to import, only where a model runs
 
-        from testbed import codec
-        from testbed.model import preprocess
+        from testbed.base import codec  # pulls in PIL at import
+        from testbed.model.split_model import preprocess  # pulls in torch at import
 
         m = self.topo.model
         if cut == "cloud_only":

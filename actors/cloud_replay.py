@@ -23,7 +23,7 @@ import time
 from typing import Any
 
 from actors.cloud_server import CloudServer, Job, Outcome, decode_items
-from testbed.clock import now
+from testbed.base.clock import now
 
 
 class TailReplay:

@@ -2,7 +2,7 @@
 
 A plain asyncio class, run as a Ray actor by the orchestrator (`ray.remote`)
 and directly in tests. Each device holds one TCP connection; the first frame
-(`hello`) carries the replica's token and the device's id (testbed.ingress), and
+(`hello`) carries the replica's token and the device's id (testbed.domain.ingress), and
 every response is sent through the downlink shaper the run's configuration gives
 that device. Requests of one kind (butterfly
 features, cloud-only JPEGs) are batched together; all batches share one
@@ -25,13 +25,14 @@ from typing import Any
 
 import numpy as np
 
-from testbed import codec, ingress, split_policy
-from testbed.batching import DynamicBatcher
-from testbed.clock import BOOT_ID, now, same_clock
-from testbed.config import ModelSpec, Topology
-from testbed.devices import device_table
-from testbed.host import ProcessUsage, cpu_model, freeze_heap, ray_node_id, ray_node_ip
-from testbed.wire import ProtocolError, encode_frame, read_frame
+from testbed.base import codec
+from testbed.base.clock import BOOT_ID, now, same_clock
+from testbed.base.wire import ProtocolError, encode_frame, read_frame
+from testbed.config.schema import ModelSpec, Topology
+from testbed.domain import ingress, split_policy
+from testbed.domain.batching import DynamicBatcher
+from testbed.domain.host import ProcessUsage, cpu_model, freeze_heap, ray_node_id, ray_node_ip
+from testbed.plan.devices import device_table
 from throttling.links import LinkBackend, userspace_part
 from throttling.netns import socket_in_netns
 from throttling.shaper import LinkDirection, LinkShaper
@@ -79,7 +80,7 @@ class Outcome:
 
 @dataclass
 class Peer:
-    """One connection's bytes received and not yet answered (testbed.ingress bounds them)."""
+    """One connection's bytes received and not yet answered (testbed.domain.ingress bounds them)."""
 
     writer: asyncio.StreamWriter
     in_flight_bytes: int = 0
@@ -155,7 +156,7 @@ class CloudServer:
         self._server: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.device = "cpu"
-        self.token = ingress.new_token()  # handed to the run's pools with the address (testbed.ingress)
+        self.token = ingress.new_token()  # handed to the run's pools with the address (testbed.domain.ingress)
         self._refusals = ingress.RefusalCounts()
         self._limits = ingress.FrameLimits({}, self.topo.model.input_size, len(self.topo.faults))
         self._downlinks: list[LinkDirection] = []  # per device id, from the run's configuration
@@ -189,9 +190,14 @@ class CloudServer:
 
     def _build(self) -> dict[str, Any]:
         """One model copy; the cloud part of every cut the run's policies may send (views into it)."""
-        import torch
+        import torch  # torch: seconds to import, only where a model runs
 
-        from testbed.model import accuracy_by_cut, build_split_model, catalogue_rows, cut_parts
+        from testbed.model.split_model import (  # pulls in torch at import
+            accuracy_by_cut,
+            build_split_model,
+            catalogue_rows,
+            cut_parts,
+        )
 
         torch.set_num_threads(self.topo.cloud.torch_threads)
         m = self.topo.model
@@ -229,9 +235,9 @@ class CloudServer:
         from one set of timed passes along the graph (the whole network less the part before the cut), so tens
         of cuts cost a few forward passes; the JPEG and butterfly cuts, a replayed replica and CUDA (asynchronous)
         calibrate each part."""
-        import torch
+        import torch  # torch: seconds to import, only where a model runs
 
-        from testbed.cut_catalogue import cumulative_ms
+        from testbed.model.cut_catalogue import cumulative_ms  # pulls in torch at import
 
         upto: dict[str, float] = {}
         total = 0.0
@@ -251,7 +257,7 @@ class CloudServer:
 
     def _calibrate_part(self, cut: str, sizes: tuple[int, ...]) -> dict[int, float]:
         """`calibrate` on this cut's cloud part, for batches of `sizes` copies of its sample item."""
-        import torch
+        import torch  # torch: seconds to import, only where a model runs
 
         part, x = self._parts[cut], self._samples[cut]
 
@@ -320,7 +326,7 @@ class CloudServer:
         if kind == "phase":  # a new phase: a traced downlink starts over
             shaper.restart()
             return
-        if kind == "faults":  # the phase's downlink faults (testbed.faults)
+        if kind == "faults":  # the phase's downlink faults (testbed.plan.faults)
             ingress.check_faults(header, self._limits)
             shaper.set_faults(fault_windows(header, t_received))
             return
@@ -419,9 +425,9 @@ class CloudServer:
 
     def _stack(self, kind: str, items: list[Any]) -> Any:
         """Decoded items as one input tensor: preprocessed images (cloud_only) or stacked feature maps."""
-        import torch
+        import torch  # torch: seconds to import, only where a model runs
 
-        from testbed.model import preprocess
+        from testbed.model.split_model import preprocess  # pulls in torch at import
 
         if kind == "cloud_only":
             return preprocess(items, self.device)
@@ -429,7 +435,7 @@ class CloudServer:
         return torch.from_numpy(np.stack(items)).to(self.device)
 
     def _top1(self, kind: str, x: Any) -> list[int]:
-        import torch
+        import torch  # torch: seconds to import, only where a model runs
 
         with torch.inference_mode():
             return [int(c) for c in self._parts[kind](x).argmax(dim=1).tolist()]
@@ -473,7 +479,7 @@ class CloudServer:
         return {
             "replica": self.replica, "device": self.device, "requests": s.arrivals,
             "completed": s.completed, "rejected": s.rejected, "bad_frames": s.bad_frames,
-            "refused": dict(sorted(self._refusals.total.items())),  # by reason (testbed.ingress.REASONS)
+            "refused": dict(sorted(self._refusals.total.items())),  # by reason (testbed.domain.ingress.REASONS)
             "batches": s.batches, "mean_batch_size": s.mean_batch_size,
             "busy_s": s.busy_s, "max_queue_depth": s.max_queue_depth,
             "batch_histogram": {str(k): v for k, v in sorted(s.batch_histogram.items())},

@@ -24,17 +24,20 @@ from typing import Any
 import numpy as np
 
 from actors.failover import Failover
-from testbed import codec, faults, hardware, split_policy
-from testbed.balancing import ReplicaChooser
-from testbed.clock import BOOT_ID, now, same_clock, sleep_until
-from testbed.config import Topology
-from testbed.devices import DeviceSpec, arrivals, device_table
-from testbed.energy import RadioAccount, compute_energy_mj, radio_transfer_mj, tail_energy_mj
-from testbed.host import freeze_heap, ray_node_id
-from testbed.live import LiveCounts
-from testbed.metrics import new_record
-from testbed.split_policy import CloudTimes, CutProfile, LinkEstimator, LinkView, Objective
-from testbed.wire import ProtocolError, encode_frame, read_frame
+from testbed.base import codec
+from testbed.base.clock import BOOT_ID, now, same_clock, sleep_until
+from testbed.base.wire import ProtocolError, encode_frame, read_frame
+from testbed.config.schema import Topology
+from testbed.domain import hardware, split_policy
+from testbed.domain.balancing import ReplicaChooser
+from testbed.domain.energy import RadioAccount, compute_energy_mj, radio_transfer_mj, tail_energy_mj
+from testbed.domain.host import freeze_heap, ray_node_id
+from testbed.domain.live import LiveCounts
+from testbed.domain.split_policy import CloudTimes, CutProfile, LinkEstimator, LinkView, Objective
+from testbed.plan import faults
+from testbed.plan.devices import DeviceSpec, arrivals, device_table
+from testbed.results.metrics import new_record
+from throttling.cgroup import CpuCap, calibrate
 from throttling.cpu import TimeScaledCpu
 from throttling.links import LinkBackend, userspace_part
 from throttling.netns import socket_in_netns
@@ -156,7 +159,6 @@ class DevicePool:
 
     async def _cap_class(self, cls: str, speed: float) -> None:
         """A compute thread for one device class, capped and calibrated to host time / speed."""
-        from throttling.cgroup import CpuCap, calibrate
 
         loop = asyncio.get_running_loop()
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"pool{self.pool_id}-{cls}")
@@ -173,7 +175,7 @@ class DevicePool:
 
     @staticmethod
     def _enter_cap(cap: Any) -> None:
-        import torch
+        import torch  # torch: seconds to import, only where a model runs
 
         torch.set_num_threads(1)  # per thread: see throttling.cgroup
         cap.attach_thread()
@@ -205,11 +207,16 @@ class DevicePool:
                 "device_mechanisms": self.mechanisms}
 
     def _build(self) -> None:
-        import torch
+        import torch  # torch: seconds to import, only where a model runs
 
-        from testbed.cut_catalogue import cumulative_ms
-        from testbed.frames import make_frames
-        from testbed.model import build_split_model, catalogue_rows, cut_parts, preprocess
+        from testbed.domain.frames import make_frames  # pulls in PIL at import
+        from testbed.model.cut_catalogue import cumulative_ms  # pulls in torch at import
+        from testbed.model.split_model import (  # pulls in torch at import
+            build_split_model,
+            catalogue_rows,
+            cut_parts,
+            preprocess,
+        )
 
         torch.set_num_threads(self.topo.pools.torch_threads)
         m, policy = self.topo.model, self.topo.policy
@@ -270,9 +277,9 @@ class DevicePool:
         return hw.cut_ms(cut, self._flops_share.get(cut.partition("+")[0]))
 
     def _infer(self, model: Any, frame: np.ndarray) -> Any:
-        import torch
+        import torch  # torch: seconds to import, only where a model runs
 
-        from testbed.model import preprocess
+        from testbed.model.split_model import preprocess  # pulls in torch at import
 
         with torch.inference_mode():
             return model(preprocess([frame]))

@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from testbed.arch import build_network  # noqa: E402
-from testbed.cut_catalogue import build_catalogue, cumulative_ms, split_at  # noqa: E402
+from testbed.model.arch import build_network  # noqa: E402
+from testbed.model.cut_catalogue import build_catalogue, cumulative_ms, split_at  # noqa: E402
 
 TARGET_S = 10.0
 

@@ -30,10 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from link_and_overhead import FAST_LTE, _raw_tcp_rtts, _testbed_rtts  # noqa: E402
 
 from actors.cloud_server import CloudServer  # noqa: E402
-from testbed import codec  # noqa: E402
-from testbed.config import load_topology  # noqa: E402
-from testbed.split_policy import butterfly_cut  # noqa: E402
-from testbed.wire import encode_frame, read_frame  # noqa: E402
+from testbed.base import codec  # noqa: E402
+from testbed.base.wire import encode_frame, read_frame  # noqa: E402
+from testbed.config.loading import load_topology  # noqa: E402
+from testbed.domain.split_policy import butterfly_cut  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,8 +42,8 @@ def _features(topo, n: int) -> list[tuple[dict, bytes, np.ndarray]]:
     """Real butterfly outputs of real frames: (codec meta, payload, decoded tensor)."""
     import torch
 
-    from testbed.frames import make_frames
-    from testbed.model import build_split_model, preprocess
+    from testbed.domain.frames import make_frames
+    from testbed.model.split_model import build_split_model, preprocess
 
     m = topo.model
     sm = build_split_model(m.weights, m.seed, m.split, m.butterfly_channels, m.input_size, arch=m.arch)
@@ -59,7 +59,7 @@ def _features(topo, n: int) -> list[tuple[dict, bytes, np.ndarray]]:
 def raw_throughput(topo, feats, batch: int, seconds: float, device: str) -> float:
     import torch
 
-    from testbed.model import build_split_model
+    from testbed.model.split_model import build_split_model
 
     m = topo.model
     torch.set_num_threads(topo.cloud.torch_threads)

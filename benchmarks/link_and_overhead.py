@@ -30,13 +30,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from actors.cloud_server import CloudServer, Job, Outcome  # noqa: E402
 from actors.device_pool import Connection  # noqa: E402
-from testbed import codec  # noqa: E402
-from testbed.clock import now  # noqa: E402
-from testbed.config import load_topology  # noqa: E402
-from testbed.linkcheck import loopback_endpoints, pipe_times  # noqa: E402
-from testbed.metrics import percentile  # noqa: E402
-from testbed.split_policy import butterfly_cut  # noqa: E402
-from testbed.wire import encode_frame  # noqa: E402
+from testbed.base import codec  # noqa: E402
+from testbed.base.clock import now  # noqa: E402
+from testbed.base.wire import encode_frame  # noqa: E402
+from testbed.config.loading import load_topology  # noqa: E402
+from testbed.domain.split_policy import butterfly_cut  # noqa: E402
+from testbed.results.metrics import percentile  # noqa: E402
+from testbed.run.linkcheck import loopback_endpoints, pipe_times  # noqa: E402
 from throttling.shaper import LinkDirection, LinkShaper  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,7 +48,7 @@ LINK_CASES = [  # (label, bytes, rate Mbit/s, one-way delay ms)
 ]
 OVERHEAD_TARGET_MS = 0.3  # issue 8
 FAST = LinkDirection(rate_mbps=100_000.0, delay_ms=0.0)  # bookkeeping only, no emulated time
-# the replica shapes each device's downlink from the topology (testbed.ingress): a link with no emulated time
+# the replica shapes each device's downlink from the topology (testbed.domain.ingress): a link with no emulated time
 FAST_LTE = ["networks.lte.downlink_mbps=100000", "networks.lte.rtt_ms=0", "networks.lte.jitter_ms=0",
             "networks.lte.loss_pct=0"]
 
@@ -136,7 +136,7 @@ async def _raw_tcp_rtts(n: int, nbytes: int) -> list[float]:
 
 
 def _ray_rtts(n: int) -> list[float]:
-    from testbed.ray_runtime import ray_session
+    from testbed.run.ray_runtime import ray_session
 
     with ray_session(None, num_cpus=1, num_gpus=0):
         import ray

@@ -21,8 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from testbed.config import load_topology  # noqa: E402
-from testbed.linkcheck import available_backends, check_links, format_rows  # noqa: E402
+from testbed.config.loading import load_topology  # noqa: E402
+from testbed.run.linkcheck import available_backends, check_links, format_rows  # noqa: E402
 from throttling.links import LinkBackend  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

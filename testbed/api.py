@@ -6,7 +6,7 @@
     res.strategies[["p50_ms", "energy_mj"]]        # one row per strategy
     res.requests.groupby("strategy").e2e_ms.median()  # every request, as in requests.csv
 
-It is the CLI's code path, not a second one: the same loader and overrides (testbed.config), the same
+It is the CLI's code path, not a second one: the same loader and overrides (testbed.config.schema), the same
 `run_experiment` writing the same results folder, and the same readers the reports use. Errors are
 the exceptions the CLI turns into exit status 2: ConfigError for a bad topology or override,
 BackendUnavailable / CpuCapUnavailable for a throttling backend this host lacks, ClusterAuthError for a
@@ -17,6 +17,7 @@ and to a Jupyter cell alike.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,12 +25,19 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from rich.console import Console
 
-from testbed.config import ConfigError, RaySpec, Topology, topology_from_dict
-from testbed.config import load_topology as _load_file
-from testbed.html_report import ReportError
-from testbed.ray_runtime import ClusterAuthError
-from testbed.results import OutputError, prepare_out, read_summary
+from testbed.config.errors import ConfigError
+from testbed.config.loading import load_topology as _load_file
+from testbed.config.loading import topology_from_dict
+from testbed.config.schema import RaySpec, Topology
+from testbed.model.check import check_model
+from testbed.report import compare as cmp
+from testbed.report.html_report import ReportError
+from testbed.results.folder import OutputError, prepare_out, read_rows, read_summary
+from testbed.run.experiment import run_experiment
+from testbed.run.progress import Progress
+from testbed.run.ray_runtime import ClusterAuthError
 
 __all__ = ["ClusterAuthError", "ConfigError", "OutputError",
            "ReportError", "Results", "StrategySummary", "Summary", "compare",
@@ -53,7 +61,6 @@ def load_topology(source: str | Path | Mapping[str, Any], overrides: Overrides =
 def _assignments(overrides: Overrides) -> list[str]:
     if not isinstance(overrides, Mapping):
         return list(overrides)
-    import json
 
     # JSON is YAML: lists, mappings, numbers, booleans and null read back as the value they were
     return [f"{key}={value if isinstance(value, str) else json.dumps(value)}" for key, value in overrides.items()]
@@ -64,11 +71,7 @@ def run(topology: Topology | str | Path | Mapping[str, Any], address: str | None
         ) -> Results:
     """Run every strategy of the topology (embedded loopback-only Ray, or the cluster at `address`) and
     return its results. `out` defaults to results/<name>-<timestamp>/, as on the command line."""
-    from rich.console import Console
 
-    from testbed.experiment import run_experiment
-    from testbed.model_check import check_model
-    from testbed.progress import Progress
 
     if isinstance(topology, Topology):
         topo, source = topology, "<api>"
@@ -101,7 +104,6 @@ def open_results(folder: str | Path) -> Results:
 
 def compare(*runs: Results | str | Path) -> pd.DataFrame:
     """Runs side by side, the table of `run.py compare`: one row per run and strategy."""
-    from testbed import compare as cmp
 
     folders = [r.folder if isinstance(r, Results) else Path(r) for r in runs]
     try:
@@ -202,8 +204,7 @@ class Results:
     def figures(self) -> dict[str, Any]:
         """report.html's plots, by name (latency_cdf, breakdown, over_time, energy, cuts, ...), as
         matplotlib figures; a plot whose data is missing is left out, as in the report."""
-        from testbed.html_report import run_figures
-        from testbed.results import read_rows
+        from testbed.report.html_report import run_figures  # pulls in PIL at import
 
         records = read_rows(self.folder / "requests.csv")
         return {name: fig for name, _, fig in run_figures(self.summary.raw, records) if fig is not None}

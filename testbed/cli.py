@@ -2,7 +2,7 @@
 plus subcommands that read finished results: `run.py report DIR`, `run.py compare DIR1 DIR2 ...`.
 
 Subcommands come first and have their own options: `python run.py train TOPOLOGY.yaml` trains
-butterfly units at the topology's cut (see testbed/tradeoff.py).
+butterfly units at the topology's cut (see testbed/train/tradeoff.py).
 
 Exit status: 0 when the run completed, 2 for a topology that cannot run
 (reported before Ray starts), 130 when interrupted (Ctrl-C or SIGTERM; the
@@ -20,8 +20,23 @@ from pathlib import Path
 
 from rich.console import Console
 
-from testbed.config import ConfigError, Topology, load_topology
-from testbed.results import OutputError, prepare_out
+from testbed.config.errors import ConfigError
+from testbed.config.loading import load_topology
+from testbed.config.schema import Topology
+from testbed.domain.live import since_command_start
+from testbed.model.check import check_model, format_catalogue
+from testbed.report import split_sweep
+from testbed.report.compare import main as compare_main
+from testbed.report.console import print_summary
+from testbed.report.split_sweep import cut_rows
+from testbed.results.folder import OutputError, prepare_out
+from testbed.run.experiment import run_experiment
+from testbed.run.linkcheck import available_backends, check_links, format_rows
+from testbed.run.progress import Progress
+from testbed.run.ray_runtime import ClusterAuthError
+from throttling.cleanup import sweep_all
+from throttling.cpu import CpuCapUnavailable
+from throttling.links import BackendUnavailable
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -71,7 +86,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"invalid topology:\n{e}", file=sys.stderr)  # plain: never wrapped or restyled
         return 2
     try:  # the model builds and has every cut the topology names: checked before anything starts
-        from testbed.model_check import check_model
 
         catalogue = check_model(topo, args.topology)
     except ConfigError as e:
@@ -79,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.validate:
         if topo.ladder:  # every rung, as it would run
-            from testbed.ladder import load_rungs
+            from testbed.report.ladder import load_rungs  # pulls in PIL at import
 
             try:
                 load_rungs(args.topology, overrides)
@@ -90,12 +104,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.topology}: valid ({topo.device_count} devices, strategies: {', '.join(topo.strategies)})")
         return 0
     if args.catalogue:
-        from testbed.model_check import format_catalogue
 
         print(format_catalogue(catalogue, topo.model.codec.dtype, topo.model.codec.zstd_level))
         return 0
     if args.check_links:
-        from testbed.linkcheck import available_backends, check_links, format_rows
 
         print(format_rows(check_links(topo, available_backends())))
         return 0
@@ -112,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.sweep:
         return _sweep(args.topology, overrides, args.sweep, out, err)
     if topo.ladder:
-        from testbed.ladder_run import run_ladder
+        from testbed.run.ladder_run import run_ladder  # pulls in PIL at import
 
         rungs = [r.strip() for r in args.rungs.split(",") if r.strip()] if args.rungs else None
         return run_ladder(args.topology, overrides, out, err, rungs, _run)
@@ -128,14 +140,13 @@ def _train(argv: list[str]) -> int:
                    help="override a topology field, e.g. --set train.epochs=2 (repeatable)")
     args = p.parse_args(argv)
     try:
-        from testbed.model_check import check_model
 
         topo = load_topology(args.topology, args.overrides)
         check_model(topo, args.topology, training=True)
     except ConfigError as e:
         print(f"invalid topology:\n{e}", file=sys.stderr)
         return 2
-    from testbed.tradeoff import format_table, run_training
+    from testbed.train.tradeoff import format_table, run_training  # pulls in torch at import
 
     out = args.out or Path("results") / f"train-{topo.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
@@ -160,12 +171,6 @@ def _train(argv: list[str]) -> int:
 
 
 def _run(topo: Topology, topology_file: str, out: Path, err: Console, quiet: bool = False) -> int:
-    from testbed.experiment import run_experiment
-    from testbed.progress import Progress
-    from testbed.ray_runtime import ClusterAuthError
-    from testbed.report import print_summary
-    from throttling.cpu import CpuCapUnavailable
-    from throttling.links import BackendUnavailable
 
     err.print(f"splitbed: {topology_file} -> {out}/")
     try:
@@ -189,20 +194,18 @@ def _run(topo: Topology, topology_file: str, out: Path, err: Console, quiet: boo
     if not console.is_terminal:
         console = Console(width=140)  # files and CI logs: wide enough for the tables
     print_summary(summary, str(out), console)
-    from testbed.live import since_command_start
 
     console.print(f"finished {since_command_start(time.time()):.1f} s after the command started")
     return 0
 
 
 def _sweep(topology_file: str, overrides: list[str], spec: str, out: Path, err: Console) -> int:
-    from testbed import sweep
+    from testbed.report import sweep  # pulls in PIL at import
 
     try:
         key, values = sweep.parse_sweep(spec)
         points = sweep.load_points(topology_file, overrides, key, values)
         if key.startswith("model."):  # each point's model and cuts, before the first point runs
-            from testbed.model_check import check_model
 
             for point in points:
                 check_model(point, topology_file)
@@ -222,7 +225,6 @@ def _sweep(topology_file: str, overrides: list[str], spec: str, out: Path, err: 
             summary = json.loads((out / sweep.folder_name(key, value) / "summary.json").read_text())
             table.append(sweep.point_rows(value, topo, summary))
             if key == "model.split":
-                from testbed.split_sweep import cut_rows
 
                 cuts += cut_rows(value, summary)
     finally:
@@ -231,7 +233,6 @@ def _sweep(topology_file: str, overrides: list[str], spec: str, out: Path, err: 
             sweep.plot(table.rows, key, out / "sweep.png")
             _print_sweep(table.rows, key, out)
         if cuts:
-            from testbed import split_sweep
 
             split_sweep.print_table(cuts)
             csv_path, png = split_sweep.write(cuts, out)
@@ -244,7 +245,7 @@ def _sweep(topology_file: str, overrides: list[str], spec: str, out: Path, err: 
 def _sweep_report(out: Path, key: str) -> None:
     """report.html for the sweep folder; a failure is reported, never allowed to hide the sweep's status."""
     try:
-        from testbed.html_report import write_report
+        from testbed.report.html_report import write_report  # pulls in PIL at import
 
         print(f"report: {write_report(out, sweep_key=key)}")
     except Exception as e:  # noqa: BLE001 - sweep.csv and sweep.png are already written
@@ -252,7 +253,7 @@ def _sweep_report(out: Path, key: str) -> None:
 
 
 def _report(argv: list[str]) -> int:
-    from testbed.html_report import ReportError, write_report
+    from testbed.report.html_report import ReportError, write_report  # pulls in PIL at import
 
     p = argparse.ArgumentParser(prog="run.py report", description="(Re)build report.html for a results folder "
                                 "(a run's, or a sweep's parent folder).")
@@ -267,7 +268,6 @@ def _report(argv: list[str]) -> int:
 
 
 def _compare(argv: list[str]) -> int:
-    from testbed.compare import main as compare_main
 
     return compare_main(argv)
 
@@ -276,7 +276,7 @@ SUBCOMMANDS = {"report": _report, "compare": _compare, "train": _train}  # argv[
 
 
 def _print_sweep(rows: list[dict[str, object]], key: str, out: Path) -> None:
-    from testbed.sweep import saturation_points
+    from testbed.report.sweep import saturation_points  # pulls in PIL at import
 
     print(f"{key:>16} {'strategy':<12}{'offered/s':>10}{'done/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'rejected':>9}"
           f"{'busy':>7}")
@@ -290,7 +290,6 @@ def _print_sweep(rows: list[dict[str, object]], key: str, out: Path) -> None:
 
 
 def _cleanup() -> int:
-    from throttling.cleanup import sweep_all
 
     removed = sweep_all()
     for kind, names in removed.items():

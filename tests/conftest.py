@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-# testbed.ray_runtime sets Ray's loopback-only switch before it imports Ray. In-process server tests import Ray
+# testbed.run.ray_runtime sets Ray's loopback-only switch before it imports Ray. In-process server tests import Ray
 # earlier (CloudServer.start asks for the node id), and Ray reads the switch at import: set it for the whole
 # session, so the loopback test holds whatever order the tests run in.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")

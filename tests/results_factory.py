@@ -1,6 +1,6 @@
 """Results folders for report tests, without running anything: plausible synthetic rows in the real columns
-(testbed.metrics), written through the real writers (testbed.results), with the summary computed by the real
-metrics path. Seconds to build, where a real run takes a minute."""
+(testbed.results.metrics), written through the real writers (testbed.results.folder), with the summary computed
+by the real metrics path. Seconds to build, where a real run takes a minute."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import random
 from pathlib import Path
 from typing import Any
 
-from testbed.metrics import ENERGY_PARTS, LOAD_COLUMNS, new_record, ratios, summarize_strategies
-from testbed.results import RunFolder
+from testbed.results.folder import RunFolder
+from testbed.results.metrics import ENERGY_PARTS, LOAD_COLUMNS, new_record, ratios, summarize_strategies
 
 RADIO_PARTS = tuple(f"energy_{p}_mj" for p in ENERGY_PARTS[1:])
 

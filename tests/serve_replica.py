@@ -14,7 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from actors.cloud_server import CloudServer  # noqa: E402
-from testbed.config import load_topology  # noqa: E402
+from testbed.config.loading import load_topology  # noqa: E402
 
 
 async def main(path: str) -> None:

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 import testbed.api as sb
-from testbed.config import ConfigError
+from testbed.config.errors import ConfigError
 from tests.results_factory import make_run
 
 ROOT = Path(__file__).resolve().parent.parent

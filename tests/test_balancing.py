@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from testbed.balancing import ReplicaChooser
+from testbed.domain.balancing import ReplicaChooser
 
 
 def test_static_uses_one_replica_by_device_id():

@@ -9,8 +9,8 @@ import pytest
 
 from actors.cloud_replay import ReplayCloudServer
 from actors.cloud_server import CloudServer, Job
-from testbed import codec
-from testbed.config import load_topology
+from testbed.base import codec
+from testbed.config.loading import load_topology
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -10,9 +10,9 @@ from itertools import pairwise
 
 import pytest
 
-from testbed.batching import DynamicBatcher
-from testbed.config import Arrival
-from testbed.devices import arrivals, pool_slices
+from testbed.config.schema import Arrival, pool_slices
+from testbed.domain.batching import DynamicBatcher
+from testbed.plan.devices import arrivals
 
 
 def run(coro):
@@ -127,7 +127,7 @@ def test_pool_slices_cover_every_device_once():
 
 def test_absolute_device_profile_sets_speed_from_the_hosts_calibrated_time():
     from actors.device_pool import DevicePool
-    from testbed.config import load_topology
+    from testbed.config.loading import load_topology
 
     topo = load_topology("topologies/smoke.yaml", ["device_classes.phone.full_model_ms=480",
                                                    "device_classes.host.full_model_ms=60"])

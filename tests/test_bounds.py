@@ -1,4 +1,4 @@
-"""Hostile topologies are refused at their key path, quickly, within a memory limit (testbed.bounds).
+"""Hostile topologies are refused at their key path, quickly, within a memory limit (testbed.config.bounds).
 
 Every load runs in a forked child under RLIMIT_AS and RLIMIT_CPU (tests/limits.py): before the bounds, the
 first of these allocated until MemoryError, the alias bomb kept the loader busy past 60 s and the deep
@@ -17,8 +17,10 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from testbed import bounds
-from testbed.config import ConfigError, Topology, load_topology
+from testbed.config import bounds
+from testbed.config.errors import ConfigError
+from testbed.config.loading import load_topology
+from testbed.config.schema import Topology
 from tests.limits import limited, preexec
 
 ROOT = Path(__file__).resolve().parent.parent

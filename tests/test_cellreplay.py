@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from testbed.config import ConfigError, load_topology
-from testbed.devices import replay_line, replay_summary
+from testbed.config.errors import ConfigError
+from testbed.config.loading import load_topology
+from testbed.plan.devices import replay_line, replay_summary
 from throttling.cellreplay import CellReplaySerializer, DelayTrace, LightTrace, convert, main
 from throttling.shaper import LinkDirection, LinkShaper
 from throttling.trace import MahimahiTrace, TraceError, TraceSerializer

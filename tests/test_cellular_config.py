@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from testbed.config import ConfigError, load_topology
+from testbed.config.errors import ConfigError
+from testbed.config.loading import load_topology
 
 
 @pytest.mark.parametrize("override, where", [

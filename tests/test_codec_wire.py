@@ -8,9 +8,9 @@ import struct
 import numpy as np
 import pytest
 
-from testbed import codec
-from testbed.frames import make_frames
-from testbed.wire import MAX_PAYLOAD_BYTES, ProtocolError, encode_frame, read_frame
+from testbed.base import codec
+from testbed.base.wire import MAX_PAYLOAD_BYTES, ProtocolError, encode_frame, read_frame
+from testbed.domain.frames import make_frames
 
 SHAPE = (8, 28, 28)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from results_factory import make_run, write_summary_only
 
-from testbed import compare
+from testbed.report import compare
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from testbed.config import ConfigError, apply_override, load_topology, parse_key_path
+from testbed.base.keypaths import parse_key_path
+from testbed.config.errors import ConfigError
+from testbed.config.loading import apply_override, load_topology
 
 ROOT = Path(__file__).resolve().parent.parent
 

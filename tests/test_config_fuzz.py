@@ -7,7 +7,7 @@ file paths (weights, images, traces) that point nowhere.
 
 Every load runs in a forked child under a memory and a CPU-time limit (tests/limits.py), and every CLI run in a
 subprocess under the same limits: a draw that once made the loader allocate until the host OOM-killed pytest
-(`devices.count: 2**63`) is now refused by testbed.bounds, and a regression fails here instead of exhausting
+(`devices.count: 2**63`) is now refused by testbed.config.bounds, and a regression fails here instead of exhausting
 the machine.
 """
 
@@ -24,7 +24,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from testbed.config import ConfigError, Topology, load_topology
+from testbed.config.errors import ConfigError
+from testbed.config.loading import load_topology
+from testbed.config.schema import Topology
 from tests.limits import limited, preexec
 
 ROOT = Path(__file__).resolve().parent.parent

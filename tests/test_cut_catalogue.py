@@ -8,9 +8,9 @@ from torch import nn
 from torchvision.models.densenet import _DenseBlock
 from torchvision.models.resnet import BasicBlock
 
-from testbed.arch import arch_problem, build_network
-from testbed.cut_catalogue import build_catalogue, cumulative_ms, split_at
-from testbed.model import build_split_model
+from testbed.model.arch import arch_problem, build_network
+from testbed.model.cut_catalogue import build_catalogue, cumulative_ms, split_at
+from testbed.model.split_model import build_split_model
 
 SIZE = 64
 

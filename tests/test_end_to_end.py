@@ -17,8 +17,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from testbed.config import load_topology
-from testbed.metrics import LOAD_COLUMNS, REQUEST_COLUMNS, STATUSES
+from testbed.config.loading import load_topology
+from testbed.results.metrics import LOAD_COLUMNS, REQUEST_COLUMNS, STATUSES
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -179,7 +179,7 @@ def test_interrupted_run_keeps_a_partial_summary_and_leaves_nothing(tmp_path):
 
 
 def test_embedded_ray_listens_on_loopback_only():
-    from testbed.ray_runtime import ray_session
+    from testbed.run.ray_runtime import ray_session
 
     with ray_session(None, num_cpus=1, num_gpus=0) as info:
         assert info["node_ip"] == "127.0.0.1"

@@ -7,9 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from testbed.config import load_topology
-from testbed.devices import device_table
-from testbed.energy import (
+from testbed.config.loading import load_topology
+from testbed.domain.energy import (
     RadioAccount,
     RadioModel,
     compute_energy_mj,
@@ -17,7 +16,8 @@ from testbed.energy import (
     tail_energy_mj,
     transfer_energy_mj,
 )
-from testbed.metrics import new_record, percentile, ratios, strategy_stats
+from testbed.plan.devices import device_table
+from testbed.results.metrics import new_record, percentile, ratios, strategy_stats
 
 # Huang et al. 2012 (alpha_u, alpha_d, beta); promotion and tail from AT&T ARO's LTE defaults (profile aro;
 # the built-in default is huang2012, tests/test_rrc.py):

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from testbed import faults
-from testbed.config import load_topology
-from testbed.devices import arrivals
-from testbed.metrics import new_record
+from testbed.config.loading import load_topology
+from testbed.plan import faults
+from testbed.plan.devices import arrivals
+from testbed.results.metrics import new_record
 
 FAULTS = """[
   {kind: link_outage, group: wifi, at_s: 1, duration_s: 2, direction: uplink},

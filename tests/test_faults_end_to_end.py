@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from test_end_to_end import KERNEL_OK, KERNEL_WHY
 
-from testbed import faults
-from testbed.config import load_topology
+from testbed.config.loading import load_topology
+from testbed.plan import faults
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -125,7 +125,7 @@ def test_a_killed_driver_leaves_readable_partial_results_and_no_processes(tmp_pa
     replaced whole (status running, partial), and the Ray guard ends what Ray left running."""
     import psutil
 
-    from testbed.metrics import REQUEST_COLUMNS
+    from testbed.results.metrics import REQUEST_COLUMNS
 
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), str(ROOT / "topologies/smoke.yaml"), "--out",

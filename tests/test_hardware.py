@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from testbed import hardware
-from testbed.config import ConfigError, load_topology
+from testbed.config.errors import ConfigError
+from testbed.config.loading import load_topology
+from testbed.domain import hardware
 
 
 def test_mac_shares_match_torchvision_resnet50():
@@ -120,7 +121,7 @@ def test_an_unreadable_profile_file_is_a_config_error(ref):
 
 
 def test_the_summary_warns_when_the_host_did_not_keep_up_with_a_profile():
-    from testbed.hardware_report import hardware_summary
+    from testbed.report.hardware_report import hardware_summary
 
     topo = load_topology("topologies/paper_resnet50.yaml", ["ladder=[]", "cloud.hardware=gtx_1080ti",
                                                             "device_classes.jetson_tx2.hardware=jetson_tx2"])

@@ -7,8 +7,8 @@ import statistics
 
 from actors.cloud_profile import ProfileCloudServer
 from actors.device_pool import DevicePool
-from testbed import hardware
-from testbed.config import load_topology
+from testbed.config.loading import load_topology
+from testbed.domain import hardware
 
 
 def _topology(write_topology, minimal_yaml, *overrides):

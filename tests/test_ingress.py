@@ -1,4 +1,4 @@
-"""Hostile frames against a real replica on loopback (testbed.ingress): after each attack a legitimate
+"""Hostile frames against a real replica on loopback (testbed.domain.ingress): after each attack a legitimate
 device still gets its answer in its normal time, and the replica's resident memory stays bounded.
 
 The replica runs in its own process (tests/serve_replica.py), so its memory is its own: the bound is on its
@@ -26,8 +26,8 @@ import pytest
 import zstandard
 from PIL import Image
 
-from testbed import codec
-from testbed.wire import encode_frame, read_frame
+from testbed.base import codec
+from testbed.base.wire import encode_frame, read_frame
 from tests.limits import preexec
 
 pytestmark = pytest.mark.timeout(300)
@@ -272,7 +272,7 @@ def test_after_each_attack_a_device_gets_its_answer_in_normal_time(replica, atta
 
 
 def test_a_load_sample_counts_the_window_s_refusals_by_reason():
-    from testbed.ingress import RefusalCounts
+    from testbed.domain.ingress import RefusalCounts
 
     counts = RefusalCounts()
     for reason in ("image", "bad_token", "image"):

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from testbed import faults
-from testbed.config import load_topology
+from testbed.config.loading import load_topology
+from testbed.plan import faults
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]

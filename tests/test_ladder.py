@@ -6,8 +6,10 @@ import json
 
 import pytest
 
-from testbed import codec, ladder
-from testbed.config import ConfigError, load_topology
+from testbed.base import codec
+from testbed.config.errors import ConfigError
+from testbed.config.loading import load_topology
+from testbed.report import ladder
 
 PAPER = "topologies/paper_resnet50.yaml"
 
@@ -49,7 +51,7 @@ def test_rows_give_factors_and_parts_per_network(tmp_path):
     assert ladder.averages(rows)["a_papers"]["latency_x"] == pytest.approx(30)
     topo = load_topology(PAPER)
     (tmp_path / "summary.json").write_text(json.dumps(ladder.summary(topo, rows, "complete")))
-    from testbed.html_report import write_report
+    from testbed.report.html_report import write_report
 
     page = write_report(tmp_path).read_text()
     assert 'data-plot="ladder"' in page and "a_papers" in page

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from testbed.config import load_topology
-from testbed.linkcheck import check_links, expected_ms
+from testbed.config.loading import load_topology
+from testbed.run.linkcheck import check_links, expected_ms
 from throttling.links import LinkBackend
 from throttling.shaper import LinkDirection
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from testbed.config import RESNET50_CHANNELS
-from testbed.frames import make_frames
-from testbed.model import build_backbone, build_split_model, preprocess, split_catalogue
+from testbed.config.schema import RESNET50_CHANNELS
+from testbed.domain.frames import make_frames
+from testbed.model.split_model import build_backbone, build_split_model, preprocess, split_catalogue
 
 
 @pytest.fixture(scope="module")

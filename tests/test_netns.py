@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed.clock import now
+from testbed.base.clock import now
 from throttling import tc
 from throttling.netns import (
     DeviceLink,

@@ -1,4 +1,4 @@
-"""Output that cannot be written, and results that must not be overwritten (testbed.results)."""
+"""Output that cannot be written, and results that must not be overwritten (testbed.results.folder)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from testbed.metrics import REQUEST_COLUMNS, new_record
-from testbed.results import OutputError, RunFolder, prepare_out, read_rows
+from testbed.results.folder import OutputError, RunFolder, prepare_out, read_rows
+from testbed.results.metrics import REQUEST_COLUMNS, new_record
 from tests.limits import preexec
 
 ROOT = Path(__file__).resolve().parent.parent

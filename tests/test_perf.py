@@ -12,9 +12,10 @@ from rich.console import Console
 
 from actors.cloud_replay import ReplayCloudServer, TailReplay
 from actors.device_pool import DevicePool
-from testbed.config import ConfigError, load_topology
-from testbed.live import LiveCounts, since_command_start
-from testbed.progress import Progress
+from testbed.config.errors import ConfigError
+from testbed.config.loading import load_topology
+from testbed.domain.live import LiveCounts, since_command_start
+from testbed.run.progress import Progress
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.timeout(300)
@@ -154,7 +155,7 @@ def test_density_benchmark_runs_at_tiny_size_and_prints_its_table(capsys):
 def test_embedded_ray_is_always_new_and_runs_its_workers_at_normal_priority():
     import os
 
-    from testbed.ray_runtime import ray_session
+    from testbed.run.ray_runtime import ray_session
 
     with ray_session(None, num_cpus=1, num_gpus=0) as info:
         import ray

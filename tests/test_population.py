@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 import testbed.api as sb
-from testbed.config import ConfigError
-from testbed.devices import device_table, device_values
-from testbed.population import Distribution, Population, draws
+from testbed.config.errors import ConfigError
+from testbed.domain.population import Distribution, Population, draws
+from testbed.plan.devices import device_table, device_values
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE = ROOT / "topologies/smoke.yaml"
@@ -118,7 +118,7 @@ def test_a_run_records_each_devices_own_values(tmp_path):
 def test_fedscale_capacity_converts_to_a_population_the_loader_reads(tmp_path, capsys):
     import pickle
 
-    from testbed.fedscale import main
+    from testbed.domain.fedscale import main
 
     capacity = {432802: {"computation": 162.0, "communication": 5648.1}, 7: {"computation": 40.5,
                                                                              "communication": 900.0}}
@@ -137,7 +137,7 @@ def test_a_pickle_that_would_run_code_is_refused_not_run(tmp_path, capsys):
     import os
     import pickle
 
-    from testbed.fedscale import main
+    from testbed.domain.fedscale import main
 
     marker = tmp_path / "ran"
 
@@ -152,7 +152,7 @@ def test_a_pickle_that_would_run_code_is_refused_not_run(tmp_path, capsys):
 
 
 def test_offline_intervals_come_from_the_csv_and_remove_the_frames_inside_them(tmp_path):
-    from testbed.faults import planned_arrivals
+    from testbed.plan.faults import planned_arrivals
 
     path = tmp_path / "pop.csv"
     path.write_text("device,compute_ms,uplink_kbps,downlink_kbps,offline_s\n"
@@ -179,7 +179,7 @@ def _on_off(offline: tuple[tuple[float, float], ...], horizon_s: float) -> tuple
 
 
 def test_drawn_availability_follows_its_distributions_and_the_seed():
-    from testbed.population import Availability
+    from testbed.domain.population import Availability
 
     horizon_s = 3000.0
     av = Availability(on_s=Distribution(dist="lognormal", median=20, sigma=0.5),
@@ -208,7 +208,7 @@ def test_drawn_availability_follows_its_distributions_and_the_seed():
 
 
 def test_frames_fall_only_in_drawn_on_periods():
-    from testbed.faults import planned_arrivals
+    from testbed.plan.faults import planned_arrivals
 
     pop = {"seed": 3, "availability": {"on_s": {"dist": "lognormal", "median": 1.5, "sigma": 0.3},
                                        "off_s": {"dist": "uniform", "low": 0.5, "high": 1.5}, "start": "random"}}
@@ -229,7 +229,7 @@ def test_frames_fall_only_in_drawn_on_periods():
 @pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_a_run_generates_frames_only_in_drawn_on_periods(tmp_path):
-    from testbed.faults import planned_arrivals
+    from testbed.plan.faults import planned_arrivals
 
     pop = {"seed": 5, "availability": {"on_s": {"dist": "lognormal", "median": 1.0, "sigma": 0.3},
                                        "off_s": {"dist": "uniform", "low": 0.5, "high": 1.0}, "start": "random"}}
@@ -249,7 +249,7 @@ def test_a_run_generates_frames_only_in_drawn_on_periods(tmp_path):
 
 
 def test_bad_availability_is_a_config_error(monkeypatch):
-    import testbed.population as population
+    import testbed.domain.population as population
 
     on = {"dist": "uniform", "low": 1, "high": 2}
     with pytest.raises(ConfigError, match=r"devices\[0\]\.population\.availability\.off_s"):
@@ -278,7 +278,7 @@ def _fedscale(tmp_path: Path, behaviour: dict, form: str, *args: str) -> tuple[i
     import json
     import pickle
 
-    from testbed.fedscale import main
+    from testbed.domain.fedscale import main
 
     cap = tmp_path / "client_device_capacity"
     cap.write_bytes(pickle.dumps(CAPACITY))

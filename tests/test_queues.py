@@ -7,9 +7,10 @@ import random
 
 import pytest
 
-from testbed.config import ConfigError, load_topology
-from testbed.devices import device_table
-from testbed.metrics import strategy_stats
+from testbed.config.errors import ConfigError
+from testbed.config.loading import load_topology
+from testbed.plan.devices import device_table
+from testbed.results.metrics import strategy_stats
 from tests.inprocess import run_phase
 from throttling.queues import DropTail, GeParams, GilbertElliott
 from throttling.shaper import LinkDirection, LinkShaper

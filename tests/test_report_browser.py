@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from results_factory import make_run
 
-from testbed import compare
-from testbed.html_report import write_report
+from testbed.report import compare
+from testbed.report.html_report import write_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

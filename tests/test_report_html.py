@@ -13,12 +13,12 @@ import pytest
 from PIL import Image
 from results_factory import make_run, write_summary_only
 
-from testbed import html_report
-from testbed.experiment import _write_html_report
-from testbed.html_report import ReportError, write_report
-from testbed.metrics import REQUEST_COLUMNS
-from testbed.results import CsvLog, read_rows
-from testbed.sweep import SweepTable, folder_name
+from testbed.report import html_report
+from testbed.report.html_report import ReportError, write_report
+from testbed.report.sweep import SweepTable, folder_name
+from testbed.results.folder import CsvLog, read_rows
+from testbed.results.metrics import REQUEST_COLUMNS
+from testbed.run.experiment import _write_html_report
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_PLOTS = {"latency_cdf", "breakdown", "over_time", "energy"}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed.reproduction import accuracy, explanations, paper_energy, rows
+from testbed.report.reproduction import accuracy, explanations, paper_energy, rows
 
 ROOT = Path(__file__).resolve().parent.parent
 

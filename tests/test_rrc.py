@@ -1,4 +1,4 @@
-"""RRC states cost time and energy from one timeline (testbed.rrc): hand-computed values, then real loopback runs."""
+"""RRC states cost time and energy from one timeline (testbed.domain.rrc): hand-computed values, then loopback runs."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import statistics
 
 import pytest
 
-from testbed.config import load_topology
-from testbed.devices import device_table
-from testbed.energy import RadioAccount, tail_energy_mj
-from testbed.rrc import downlink_wait_ms, state_at, uplink_promotion
+from testbed.config.loading import load_topology
+from testbed.domain.energy import RadioAccount, tail_energy_mj
+from testbed.domain.rrc import downlink_wait_ms, state_at, uplink_promotion
+from testbed.plan.devices import device_table
 from tests.inprocess import run_phase
 
 # Huang et al. 2012 LTE (profile huang2012): promotion 260.1 ms at 1210.7 mW; continuous reception 100 ms at
@@ -157,7 +157,7 @@ def test_promotion_after_the_tail_none_within_it(write_topology, minimal_yaml):
 
 
 def test_summary_and_first_line_say_which_rrc():
-    from testbed.devices import rrc_line, rrc_summary
+    from testbed.plan.devices import rrc_line, rrc_summary
 
     topo = load_topology("topologies/smoke.yaml", ["devices[0].network=5g", "throttling.rrc=off"])
     s = rrc_summary(topo)
@@ -169,8 +169,8 @@ def test_summary_and_first_line_say_which_rrc():
 
 # ---------------------------------------------------------------- predictions charge what the run charges
 def test_predictions_include_promotion_and_drx(lte):
-    from testbed.rrc import mean_downlink_wait_ms
-    from testbed.split_policy import CutProfile, LinkView, Objective, RrcContext, predict
+    from testbed.domain.rrc import mean_downlink_wait_ms
+    from testbed.domain.split_policy import CutProfile, LinkView, Objective, RrcContext, predict
 
     p = CutProfile("layer2+butterfly", device_ms=50.0, bytes_up=10_000, cloud_ms=20.0)
     link = LinkView(uplink_mbps=8.0, downlink_mbps=10.0, one_way_ms=20.0)

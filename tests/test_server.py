@@ -9,9 +9,9 @@ import pytest
 
 from actors.cloud_server import CloudServer
 from actors.device_pool import DevicePool
-from testbed.config import load_topology
-from testbed.metrics import REQUEST_COLUMNS
-from testbed.wire import encode_frame, read_frame
+from testbed.base.wire import encode_frame, read_frame
+from testbed.config.loading import load_topology
+from testbed.results.metrics import REQUEST_COLUMNS
 
 pytestmark = pytest.mark.timeout(300)
 

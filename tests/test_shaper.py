@@ -7,7 +7,7 @@ import statistics
 
 import pytest
 
-from testbed.clock import now
+from testbed.base.clock import now
 from throttling.shaper import LinkDirection, LinkShaper
 
 

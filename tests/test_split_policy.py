@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from testbed.config import ConfigError, load_topology
-from testbed.energy import RadioModel
-from testbed.split_policy import (
+from testbed.config.errors import ConfigError
+from testbed.config.loading import load_topology
+from testbed.domain.energy import RadioModel
+from testbed.domain.split_policy import (
     CloudTimes,
     CutProfile,
     LinkEstimator,
@@ -52,7 +53,7 @@ def test_natural_bottlenecks_are_the_stages_smaller_than_the_input():
 def test_resnet50_natural_bottlenecks_at_224():
     """From the real network's catalogue: layer4's blocks (2048x7x7 floats) are smaller than 3x224x224, and the
     pooled vector (once: flatten only reshapes it; each block's add before its ReLU is not counted either)."""
-    from testbed.model import build_backbone, split_catalogue
+    from testbed.model.split_model import build_backbone, split_catalogue
 
     assert natural_bottlenecks(split_catalogue(build_backbone(None, 0), 224)) == [
         "layer4.0", "layer4.1", "layer4", "flatten"]
@@ -231,7 +232,7 @@ def test_dynamic_beats_every_static_cut_on_a_switching_link(tmp_path):
 
 
 def test_cuts_plot_orders_cuts_as_the_catalogue():
-    from testbed.policy_plot import _rank
+    from testbed.report.policy_plot import _rank
 
     order = ("cloud_only", "features.2", "features.4", "features.6", "device_only")
     used = ["device_only", "features.6", "features.4+butterfly", "cloud_only", "features.2"]

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from testbed.config import ConfigError
-from testbed.sweep import load_points, parse_sweep, saturation_points
+from testbed.config.errors import ConfigError
+from testbed.report.sweep import load_points, parse_sweep, saturation_points
 
 ROOT = Path(__file__).resolve().parent.parent
 

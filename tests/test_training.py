@@ -10,11 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
-from testbed.config import ConfigError, load_topology
-from testbed.datasets import load_data
-from testbed.model import accuracy_by_cut, build_split_model, save_checkpoint
-from testbed.tradeoff import set_scope
-from testbed.training import Budget, distillation_loss, evaluate_split, random_shift, to_tensors, train
+from testbed.config.errors import ConfigError
+from testbed.config.loading import load_topology
+from testbed.model.split_model import accuracy_by_cut, build_split_model, save_checkpoint
+from testbed.train.datasets import load_data
+from testbed.train.tradeoff import set_scope
+from testbed.train.training import Budget, distillation_loss, evaluate_split, random_shift, to_tensors, train
 
 ROOT = Path(__file__).resolve().parent.parent
 TOPOLOGY = ROOT / "topologies" / "train_digits.yaml"

@@ -224,7 +224,7 @@ def _tc_usable() -> tuple[bool, str]:
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_two_tc_runs_and_a_userspace_run_at_once_share_nothing_and_leave_nothing(tmp_path):
-    from testbed.config import load_topology
+    from testbed.config.loading import load_topology
     from throttling.netns import NetnsLayout, list_namespaces
 
     usable, why = _tc_usable()
@@ -272,7 +272,7 @@ def test_a_runs_cgroup_sweep_spares_a_run_whose_pid_starts_with_its_own(tmp_path
 
 def test_link_check_namespaces_carry_the_drivers_pid():
     """Two runs checking links at once get their own namespaces, and a cleanup keeps a live run's."""
-    from testbed.linkcheck import check_layout
+    from testbed.run.linkcheck import check_layout
     from throttling.cleanup import kept, owner_pid
 
     a, b = check_layout(0), check_layout(1)

@@ -32,12 +32,12 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from testbed.base.files import MAX_TRACE_BYTES, file_problem
 from throttling.trace import OPPORTUNITY_BYTES, MahimahiTrace, TraceError, TraceSerializer
 
 
 def _rows(path: str, min_cols: int, min_rows: int) -> list[list[float]]:
     """Numeric rows of a whitespace-separated trace, validated: non-decreasing first column, no negatives."""
-    from testbed.bounds import MAX_TRACE_BYTES, file_problem
 
     if (problem := file_problem(path, MAX_TRACE_BYTES)) is not None:  # never open a FIFO or /dev/zero
         raise TraceError(f"{path}: cannot read: {problem}")

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from throttling import cgroup
+
 MECHANISM = "time-scaled (compute runs at host speed, then waits to the device's calibrated time; not a real CPU cap)"
 
 
@@ -55,7 +57,6 @@ def choose_cpu(requested: str, run_id: str, replay: bool = False) -> CpuMechanis
         return CpuMechanism("replay", REPLAY)
     if requested == "timescale":
         return CpuMechanism("timescale", MECHANISM)
-    from throttling import cgroup
 
     support = cgroup.detect()
     if support.writable:

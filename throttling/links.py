@@ -14,6 +14,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from throttling.netns import probe
 from throttling.shaper import LinkDirection
 
 USERSPACE_MECHANISM = ("userspace shaper (token-bucket rate, propagation delay, jitter, loss as "
@@ -47,7 +48,6 @@ class LinkBackend:
 def choose_backend(requested: str, subnet: str) -> LinkBackend:
     if requested == "userspace":
         return LinkBackend("userspace")
-    from throttling.netns import probe
 
     support = probe()
     if support.usable:

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from throttling import tc
+from throttling.trace import MahimahiTrace
 
 PREFIX = "splitbed-"
 NETNS_DIR = "/var/run/netns"
@@ -196,7 +197,6 @@ class TraceRates:
 
     def __init__(self, topo: NetnsTopology, uplinks: dict[int, tuple[str, float]],
                  downlinks: dict[int, tuple[str, float]], interval_s: float):
-        from throttling.trace import MahimahiTrace
 
         self.topo, self.interval_s = topo, interval_s
         self.uplinks = {i: (MahimahiTrace.load(p), off) for i, (p, off) in uplinks.items()}

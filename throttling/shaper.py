@@ -21,7 +21,7 @@ import bisect
 import random
 from dataclasses import dataclass
 
-from testbed.clock import now, sleep_until
+from testbed.base.clock import now, sleep_until
 from throttling.cellreplay import CellReplaySerializer, DelayTrace, LightTrace
 from throttling.queues import DropTail, GeParams, GilbertElliott
 from throttling.trace import MahimahiTrace, RateSerializer, Serializer, TraceSerializer
@@ -112,7 +112,7 @@ class FaultWindows:
     an outage crosses after it, and one that crosses a degraded stretch takes 1/factor as long; a message
     straddling a window's edge is split exactly. Overlapping windows multiply. A traced link's trace is paused
     along with its link time. Over the kernel's serializer (tc), an outage holds the bytes in userspace and a
-    degradation has no effect here (the driver sets the kernel tbf rate for it: testbed.fault_driver).
+    degradation has no effect here (the driver sets the kernel tbf rate for it: testbed.run.fault_driver).
     """
 
     def __init__(self, inner: Serializer, windows: list[tuple[float, float, float]]):
@@ -201,7 +201,7 @@ class LinkShaper:
 
     def plan(self, nbytes: int, t_start: float, t_ready: float | None = None) -> Plan:
         """Schedule one message on the link (advances the link's state); no byte leaves before `t_ready`
-        (the radio's promotion: testbed.rrc), though the message counts from `t_start`."""
+        (the radio's promotion: testbed.domain.rrc), though the message counts from `t_start`."""
         spec = self.spec
         delay = self._delay_s(t_start)
         if spec.jitter_ms > 0:

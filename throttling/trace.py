@@ -27,6 +27,8 @@ from typing import Protocol
 
 import numpy as np
 
+from testbed.base.files import MAX_TRACE_BYTES, file_problem
+
 OPPORTUNITY_BYTES = 1500
 # A ready time this close after an opportunity still catches it: a departure time handed
 # back as the next ready time must not lose its opportunity to float round-off (ms).
@@ -74,7 +76,6 @@ def _parse(text: str, path: str) -> np.ndarray:
 
 @functools.lru_cache(maxsize=32)
 def _load_cached(path: str) -> MahimahiTrace:
-    from testbed.bounds import MAX_TRACE_BYTES, file_problem
 
     if (problem := file_problem(path, MAX_TRACE_BYTES)) is not None:  # never open a FIFO or /dev/zero
         raise TraceError(f"{path}: cannot read: {problem}")

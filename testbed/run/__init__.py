@@ -1,0 +1,1 @@
+"""The driver: Ray start-up, the run (phases, drains, faults), progress, link checks, ladders."""
