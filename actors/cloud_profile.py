@@ -21,8 +21,11 @@ import time
 from typing import Any
 
 from actors.cloud_server import CloudServer, Job, Outcome, decode_items
+from actors.device_pool import FRAMES_PER_POOL
+from testbed.base import codec
 from testbed.base.clock import now
 from testbed.domain import hardware
+from testbed.domain.frames import make_frames
 
 SPIN_S = 0.001  # the last stretch of a hold is yielded, not slept
 MEMO_LIMIT = 8192  # distinct payloads remembered per replica (each answer is one int)
@@ -58,8 +61,6 @@ class ProfileCloudServer(CloudServer):
     def _precompute(self) -> None:
         """The answers to every payload the pools will send, computed for real now (the pools' frames and device
         parts are deterministic); a payload that still differs is computed when it arrives, as an overrun."""
-        from actors.device_pool import FRAMES_PER_POOL  # pulls in PIL at import
-        from testbed.domain.frames import make_frames  # pulls in PIL at import
 
         m, topo = self.topo.model, self.topo
         for pool_id in range(len(topo.pool_slices())):
@@ -77,7 +78,6 @@ class ProfileCloudServer(CloudServer):
         """What a device sends for `frame` at `cut` (actors.device_pool._device_work, on this replica)."""
         import torch  # torch: seconds to import, only where a model runs
 
-        from testbed.base import codec  # pulls in PIL at import
         from testbed.model.split_model import preprocess  # pulls in torch at import
 
         m = self.topo.model

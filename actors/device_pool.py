@@ -31,6 +31,7 @@ from testbed.config.schema import Topology
 from testbed.domain import hardware, split_policy
 from testbed.domain.balancing import ReplicaChooser
 from testbed.domain.energy import RadioAccount, compute_energy_mj, radio_transfer_mj, tail_energy_mj
+from testbed.domain.frames import make_frames
 from testbed.domain.host import freeze_heap, ray_node_id
 from testbed.domain.live import LiveCounts
 from testbed.domain.split_policy import CloudTimes, CutProfile, LinkEstimator, LinkView, Objective
@@ -209,7 +210,6 @@ class DevicePool:
     def _build(self) -> None:
         import torch  # torch: seconds to import, only where a model runs
 
-        from testbed.domain.frames import make_frames  # pulls in PIL at import
         from testbed.model.cut_catalogue import cumulative_ms  # pulls in torch at import
         from testbed.model.split_model import (  # pulls in torch at import
             build_split_model,

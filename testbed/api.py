@@ -33,7 +33,10 @@ from testbed.config.loading import topology_from_dict
 from testbed.config.schema import RaySpec, Topology
 from testbed.model.check import check_model
 from testbed.report import compare as cmp
-from testbed.report.html_report import ReportError
+from testbed.report.html_report import (
+    ReportError,
+    run_figures,
+)
 from testbed.results.folder import OutputError, prepare_out, read_rows, read_summary
 from testbed.run.experiment import run_experiment
 from testbed.run.progress import Progress
@@ -71,7 +74,6 @@ def run(topology: Topology | str | Path | Mapping[str, Any], address: str | None
         ) -> Results:
     """Run every strategy of the topology (embedded loopback-only Ray, or the cluster at `address`) and
     return its results. `out` defaults to results/<name>-<timestamp>/, as on the command line."""
-
 
     if isinstance(topology, Topology):
         topo, source = topology, "<api>"
@@ -204,7 +206,6 @@ class Results:
     def figures(self) -> dict[str, Any]:
         """report.html's plots, by name (latency_cdf, breakdown, over_time, energy, cuts, ...), as
         matplotlib figures; a plot whose data is missing is left out, as in the report."""
-        from testbed.report.html_report import run_figures  # pulls in PIL at import
 
         records = read_rows(self.folder / "requests.csv")
         return {name: fig for name, _, fig in run_figures(self.summary.raw, records) if fig is not None}

@@ -23,14 +23,21 @@ from rich.console import Console
 from testbed.config.errors import ConfigError
 from testbed.config.loading import load_topology
 from testbed.config.schema import Topology
+from testbed.config.variants import load_points, load_rungs, parse_sweep
 from testbed.domain.live import since_command_start
 from testbed.model.check import check_model, format_catalogue
-from testbed.report import split_sweep
+from testbed.report import (
+    split_sweep,
+    sweep,
+)
 from testbed.report.compare import main as compare_main
 from testbed.report.console import print_summary
+from testbed.report.html_report import ReportError, write_report
 from testbed.report.split_sweep import cut_rows
+from testbed.report.sweep import saturation_points
 from testbed.results.folder import OutputError, prepare_out
 from testbed.run.experiment import run_experiment
+from testbed.run.ladder_run import run_ladder
 from testbed.run.linkcheck import available_backends, check_links, format_rows
 from testbed.run.progress import Progress
 from testbed.run.ray_runtime import ClusterAuthError
@@ -93,7 +100,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.validate:
         if topo.ladder:  # every rung, as it would run
-            from testbed.report.ladder import load_rungs  # pulls in PIL at import
 
             try:
                 load_rungs(args.topology, overrides)
@@ -104,11 +110,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.topology}: valid ({topo.device_count} devices, strategies: {', '.join(topo.strategies)})")
         return 0
     if args.catalogue:
-
         print(format_catalogue(catalogue, topo.model.codec.dtype, topo.model.codec.zstd_level))
         return 0
     if args.check_links:
-
         print(format_rows(check_links(topo, available_backends())))
         return 0
     out = args.out or Path("results") / f"{topo.name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -124,8 +128,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.sweep:
         return _sweep(args.topology, overrides, args.sweep, out, err)
     if topo.ladder:
-        from testbed.run.ladder_run import run_ladder  # pulls in PIL at import
-
         rungs = [r.strip() for r in args.rungs.split(",") if r.strip()] if args.rungs else None
         return run_ladder(args.topology, overrides, out, err, rungs, _run)
     return _run(topo, args.topology, out, err)
@@ -140,7 +142,6 @@ def _train(argv: list[str]) -> int:
                    help="override a topology field, e.g. --set train.epochs=2 (repeatable)")
     args = p.parse_args(argv)
     try:
-
         topo = load_topology(args.topology, args.overrides)
         check_model(topo, args.topology, training=True)
     except ConfigError as e:
@@ -171,7 +172,6 @@ def _train(argv: list[str]) -> int:
 
 
 def _run(topo: Topology, topology_file: str, out: Path, err: Console, quiet: bool = False) -> int:
-
     err.print(f"splitbed: {topology_file} -> {out}/")
     try:
         summary = run_experiment(topo, topology_file, out, Progress(topo, err))
@@ -200,11 +200,9 @@ def _run(topo: Topology, topology_file: str, out: Path, err: Console, quiet: boo
 
 
 def _sweep(topology_file: str, overrides: list[str], spec: str, out: Path, err: Console) -> int:
-    from testbed.report import sweep  # pulls in PIL at import
-
     try:
-        key, values = sweep.parse_sweep(spec)
-        points = sweep.load_points(topology_file, overrides, key, values)
+        key, values = parse_sweep(spec)
+        points = load_points(topology_file, overrides, key, values)
         if key.startswith("model."):  # each point's model and cuts, before the first point runs
 
             for point in points:
@@ -225,7 +223,6 @@ def _sweep(topology_file: str, overrides: list[str], spec: str, out: Path, err: 
             summary = json.loads((out / sweep.folder_name(key, value) / "summary.json").read_text())
             table.append(sweep.point_rows(value, topo, summary))
             if key == "model.split":
-
                 cuts += cut_rows(value, summary)
     finally:
         table.close()
@@ -233,7 +230,6 @@ def _sweep(topology_file: str, overrides: list[str], spec: str, out: Path, err: 
             sweep.plot(table.rows, key, out / "sweep.png")
             _print_sweep(table.rows, key, out)
         if cuts:
-
             split_sweep.print_table(cuts)
             csv_path, png = split_sweep.write(cuts, out)
             print(f"split-point sweep: {csv_path}, {png}")
@@ -245,16 +241,12 @@ def _sweep(topology_file: str, overrides: list[str], spec: str, out: Path, err: 
 def _sweep_report(out: Path, key: str) -> None:
     """report.html for the sweep folder; a failure is reported, never allowed to hide the sweep's status."""
     try:
-        from testbed.report.html_report import write_report  # pulls in PIL at import
-
         print(f"report: {write_report(out, sweep_key=key)}")
     except Exception as e:  # noqa: BLE001 - sweep.csv and sweep.png are already written
         print(f"sweep report.html not written: {type(e).__name__}: {e}", file=sys.stderr)
 
 
 def _report(argv: list[str]) -> int:
-    from testbed.report.html_report import ReportError, write_report  # pulls in PIL at import
-
     p = argparse.ArgumentParser(prog="run.py report", description="(Re)build report.html for a results folder "
                                 "(a run's, or a sweep's parent folder).")
     p.add_argument("dir", type=Path, help="results folder holding summary.json (a run) or sweep.csv (a sweep)")
@@ -268,7 +260,6 @@ def _report(argv: list[str]) -> int:
 
 
 def _compare(argv: list[str]) -> int:
-
     return compare_main(argv)
 
 
@@ -276,8 +267,6 @@ SUBCOMMANDS = {"report": _report, "compare": _compare, "train": _train}  # argv[
 
 
 def _print_sweep(rows: list[dict[str, object]], key: str, out: Path) -> None:
-    from testbed.report.sweep import saturation_points  # pulls in PIL at import
-
     print(f"{key:>16} {'strategy':<12}{'offered/s':>10}{'done/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'rejected':>9}"
           f"{'busy':>7}")
     for r in rows:
@@ -290,7 +279,6 @@ def _print_sweep(rows: list[dict[str, object]], key: str, out: Path) -> None:
 
 
 def _cleanup() -> int:
-
     removed = sweep_all()
     for kind, names in removed.items():
         verb = "" if kind.startswith("kept") else "removed "

@@ -213,7 +213,6 @@ def _in_thread(fn: Callable[[], object]) -> object:
 @privileged
 def test_quarter_cap_gives_a_quarter_of_a_cpu(run_id):
     with CpuCap("busy", 0.25, run_id, support=HOST) as cap:
-
         def spin() -> float:
             cap.attach_thread()
             t0, c0 = time.perf_counter(), time.thread_time()
@@ -251,7 +250,6 @@ def test_calibrate_reaches_three_times_slower(run_id):
         work()
         uncapped_ms = min(_timed_ms(work) for _ in range(5))
         with CpuCap("calib", 1.0, run_id, support=HOST) as cap:
-
             def run() -> cgroup.Calibration:
                 cap.attach_thread()
                 torch.set_num_threads(1)  # per thread: else this thread's first op starts an OpenMP team in the cap

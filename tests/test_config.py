@@ -227,3 +227,16 @@ def test_a_bad_fault_exits_2_naming_file_and_key(write_topology, faults_yaml):
                           text=True, timeout=60, cwd=ROOT)
     assert proc.returncode == 2
     assert f"{path}: faults[0].group: unknown device group; allowed: lte, wifi (got 'nope')" in proc.stderr
+
+
+def test_a_group_link_override_has_every_link_field_with_the_same_bounds():
+    from pydantic import ValidationError
+
+    from testbed.config.schema import LinkOverride, LinkParams
+
+    assert list(LinkOverride.model_fields) == list(LinkParams.model_fields)
+    assert LinkOverride().model_dump(exclude_none=True) == {}
+    with pytest.raises(ValidationError, match="greater than 0"):
+        LinkOverride(uplink_mbps=0)
+    with pytest.raises(ValidationError, match="less than 100"):
+        LinkOverride(loss_pct=100)

@@ -9,13 +9,14 @@ import pytest
 from testbed.base import codec
 from testbed.config.errors import ConfigError
 from testbed.config.loading import load_topology
+from testbed.config.variants import load_rungs
 from testbed.report import ladder
 
 PAPER = "topologies/paper_resnet50.yaml"
 
 
 def test_rungs_accumulate_and_unset_brings_the_topologys_value_back():
-    rungs = dict(ladder.load_rungs(PAPER, []))
+    rungs = dict(load_rungs(PAPER, []))
     a, b, c, d = rungs["a_papers"], rungs["b_jpeg"], rungs["c_rtt"], rungs["d_rrc"]
     assert (a.model.cloud_only_upload, b.model.cloud_only_upload) == ("raw", "jpeg")
     assert a.networks["3g"].rtt_ms == b.networks["3g"].rtt_ms == 0 and c.networks["3g"].rtt_ms == 100
@@ -31,10 +32,10 @@ def test_a_bad_rung_is_named_before_anything_runs(tmp_path):
     bad = tmp_path / "p.yaml"
     bad.write_text(text)
     with pytest.raises(ConfigError) as e:
-        ladder.load_rungs(str(bad), [])
+        load_rungs(str(bad), [])
     assert "model.cloud_only_upload" in str(e.value) and "[ladder[1] b_jpeg]" in str(e.value)
     with pytest.raises(ConfigError, match="no such rung; allowed: a_papers, b_jpeg"):
-        ladder.load_rungs(PAPER, [], ["z"])
+        load_rungs(PAPER, [], ["z"])
 
 
 def _stats(latency, energy, kb, uplink, head, cloud):

@@ -32,7 +32,7 @@ LAYERS = (
     "testbed.cli",
 )
 # Third-party modules slow enough to import that only the functions that need them do.
-HEAVY = {"torch", "torchvision", "ray", "matplotlib", "PIL", "sklearn", "nbclient", "nbformat"}
+HEAVY = {"torch", "torchvision", "ray", "matplotlib", "sklearn", "nbclient", "nbformat"}
 
 
 def _modules() -> dict[str, Path]:

@@ -210,3 +210,9 @@ def test_a_real_run_writes_report_html_and_compare_reads_it(tmp_path):
     assert cmp.returncode == 0, cmp.stderr[-2000:]
     assert cmp.stdout.count("butterfly") == 2 and set(plots((tmp_path / "cmp" / "compare.html").read_text())) == {
         "compare"}
+
+
+def test_the_stacked_bars_cover_every_breakdown_part_once_in_order():
+    from testbed.results.metrics import BREAKDOWN_KEYS
+
+    assert tuple(c for _, cols in html_report.STAGES for c in cols) == BREAKDOWN_KEYS

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from testbed.config.errors import ConfigError
-from testbed.report.sweep import load_points, parse_sweep, saturation_points
+from testbed.config.variants import load_points, parse_sweep
+from testbed.report.sweep import saturation_points
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -197,7 +197,6 @@ class TraceRates:
 
     def __init__(self, topo: NetnsTopology, uplinks: dict[int, tuple[str, float]],
                  downlinks: dict[int, tuple[str, float]], interval_s: float):
-
         self.topo, self.interval_s = topo, interval_s
         self.uplinks = {i: (MahimahiTrace.load(p), off) for i, (p, off) in uplinks.items()}
         self.downlinks = {i: (MahimahiTrace.load(p), off) for i, (p, off) in downlinks.items()}

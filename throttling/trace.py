@@ -76,7 +76,6 @@ def _parse(text: str, path: str) -> np.ndarray:
 
 @functools.lru_cache(maxsize=32)
 def _load_cached(path: str) -> MahimahiTrace:
-
     if (problem := file_problem(path, MAX_TRACE_BYTES)) is not None:  # never open a FIFO or /dev/zero
         raise TraceError(f"{path}: cannot read: {problem}")
     try:

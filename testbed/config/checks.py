@@ -167,7 +167,6 @@ def _trace_places(topo: Topology) -> list[tuple[str, str]]:
 
 
 def _trace_problems(topo: Topology) -> list[Problem]:
-
     problems = []
     for key, path in _trace_places(topo):
         if problem := files.file_problem(path, files.MAX_TRACE_BYTES):

@@ -20,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationInfo,
+    create_model,
     field_validator,
     model_validator,
 )
@@ -200,22 +201,17 @@ class NetworkProfile(LinkParams):
     source: str = ""
 
 
-class LinkOverride(_Frozen):
-    uplink_mbps: PosFloat | None = None
-    downlink_mbps: PosFloat | None = None
-    rtt_ms: NonNegFloat | None = None
-    jitter_ms: NonNegFloat | None = None
-    loss_pct: Annotated[float, Field(ge=0, lt=100)] | None = None
-    uplink_trace: str | None = None
-    downlink_trace: str | None = None
-    trace_offset_ms: TraceOffset | None = None
-    uplink_queue: QueueLimit | None = None
-    downlink_queue: QueueLimit | None = None
-    loss_model: LossModel | None = None
-    uplink_delay_trace: str | None = None
-    downlink_delay_trace: str | None = None
-    uplink_cellreplay: CellReplayTraces | None = None
-    downlink_cellreplay: CellReplayTraces | None = None
+def _all_optional(model: type[BaseModel], name: str, doc: str) -> type[BaseModel]:
+    """A model with `model`'s fields, each optional and None by default (with the same bounds): an override."""
+    fields: dict[str, Any] = {}
+    for key, f in model.model_fields.items():
+        typ = Annotated[(f.annotation, *f.metadata)] if f.metadata else f.annotation
+        fields[key] = (typ | None, None)
+    return create_model(name, __base__=_Frozen, __doc__=doc, **fields)
+
+
+# A device group's own link values over its network's: LinkParams' fields, all optional (declared once there)
+LinkOverride = _all_optional(LinkParams, "LinkOverride", "A device group's own values for its network's link fields.")
 
 
 class DeviceClass(_Frozen):

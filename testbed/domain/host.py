@@ -22,7 +22,6 @@ def cpu_model() -> str:
 
 
 def host_facts() -> dict[str, Any]:
-
     return {
         "hostname": platform.node(),
         "platform": platform.platform(),
@@ -55,7 +54,6 @@ class ProcessUsage:
     """CPU (percent of one core since the last sample), resident memory, and GPU use when there is one."""
 
     def __init__(self, gpu: bool = False):
-
         self._proc = psutil.Process()
         self._proc.cpu_percent(interval=None)  # the first call only starts the measurement
         self._gpu = gpu

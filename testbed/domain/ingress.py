@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import zstandard
+from PIL import Image
 
 TOKEN_BYTES = 16
 HELLO_TIMEOUT_S = 10.0  # an idle connection that never says hello holds a socket, nothing more, this long
@@ -124,7 +125,6 @@ def check_tensor(meta: Any, payload: bytes, shape: tuple[int, ...]) -> None:
 def check_image(payload: bytes, limits: FrameLimits) -> None:
     """cloud_only's upload at the run's input size: raw pixels by length, a JPEG or PNG by its header (PIL reads
     the size without decoding)."""
-    from PIL import Image  # Pillow: only to decode an image
 
     side = limits.input_size
     if limits.upload == "raw":

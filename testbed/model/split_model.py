@@ -31,7 +31,6 @@ from testbed.model.cut_catalogue import Catalogue, Cut, build_catalogue, split_a
 if TYPE_CHECKING:
     import numpy as np
 
-SPLIT_POINTS = ("layer1", "layer2", "layer3", "layer4")
 CHECKPOINT_FORMAT = "splitbed.split_model.v1"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -9,11 +9,10 @@ from rich.table import Table
 
 from testbed.report.numbers import fmt
 from testbed.report.reproduction import print_reproduction
-from testbed.results.metrics import ENERGY_PARTS, STATUSES
+from testbed.results.metrics import BREAKDOWN_KEYS, ENERGY_PARTS, STATUSES
 
 SUMMARY_COLUMNS = ("strategy", "done", "failed", "timed out", "p50 ms", "p95 ms", "p99 ms", "mean ms", "req/s",
                    "energy mJ", "KB up")
-BREAKDOWN_KEYS = ("emu_wait_ms", "head_ms", "encode_ms", "uplink_ms", "queue_ms", "cloud_ms", "downlink_ms")
 
 
 def print_summary(summary: dict[str, Any], out_dir: str, console: Console | None = None) -> None:
@@ -31,7 +30,6 @@ def print_summary(summary: dict[str, Any], out_dir: str, console: Console | None
     if summary.get("faults"):
         _print_faults(summary, console)
     if summary["topology"].get("references") or len(summary.get("groups", {})) > 1:
-
         print_reproduction(summary, console)
     for pair, r in summary["comparison"].items():
         console.print(f"{pair}: latency p50 x{fmt(r['latency_p50'], 2)}, mean x{fmt(r['latency_mean'], 2)}; "

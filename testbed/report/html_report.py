@@ -21,11 +21,13 @@ from typing import Any
 
 from testbed.report import console as report
 from testbed.report import htmlkit, load_report, policy_plot, population_plot, sweep
+from testbed.report.ladder import read_ladder, report_html
 from testbed.report.numbers import fmt
 from testbed.results.folder import read_rows, read_summary
 from testbed.results.metrics import ENERGY_PARTS
 
 REPORT_NAME = "report.html"
+# metrics.BREAKDOWN_KEYS grouped for the stacked bars (head and encode share a bar); tests check it covers them all
 STAGES = (("emu_wait", ("emu_wait_ms",)), ("head + encode", ("head_ms", "encode_ms")), ("uplink", ("uplink_ms",)),
           ("queue", ("queue_ms",)), ("cloud", ("cloud_ms",)), ("downlink", ("downlink_ms",)))
 RADIO_PARTS = tuple(f"energy_{p}_mj" for p in ENERGY_PARTS[1:])  # finer radio energy, where recorded
@@ -41,7 +43,6 @@ class ReportError(Exception):
 def write_report(folder: Path, sweep_key: str | None = None) -> Path:
     """Build folder/report.html from the files in folder; returns its path."""
     folder = Path(folder)
-    from testbed.report.ladder import read_ladder, report_html  # pulls in PIL at import
 
     if (ladder := read_ladder(folder)) is not None:  # an assumption ladder's folder
         path = folder / REPORT_NAME

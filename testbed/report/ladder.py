@@ -18,43 +18,15 @@ from typing import Any
 
 from rich.table import Table
 
-from testbed.config.errors import ConfigError, Problem
-from testbed.config.loading import load_topology
 from testbed.config.schema import Topology
 from testbed.report import htmlkit
 from testbed.report.numbers import fmt
-from testbed.report.sweep import load_variants
 from testbed.results.metrics import ratio
 
 BASE, SPLIT = "cloud_only", "butterfly"
 COLUMNS = ("rung", "network", "latency_cloud_only_ms", "latency_butterfly_ms", "latency_x", "energy_cloud_only_mj",
            "energy_butterfly_mj", "energy_x", "kb_up_cloud_only", "kb_up_butterfly", "uplink_cloud_only_ms",
            "uplink_butterfly_ms", "head_butterfly_ms", "cloud_cloud_only_ms", "cloud_butterfly_ms")
-
-
-def rung_overrides(topo: Topology, upto: int) -> list[str]:
-    """The overrides in force at rung `upto` (0-based): every earlier set, minus what a later rung unset."""
-    active: dict[str, str] = {}
-    for rung in topo.ladder[: upto + 1]:
-        for key in rung.unset:
-            active.pop(key, None)
-        for assignment in rung.set:
-            active[assignment.split("=", 1)[0].strip()] = assignment
-    return list(active.values())
-
-
-def load_rungs(topology_file: str, overrides: list[str], only: list[str] | None = None) -> list[tuple[str, Topology]]:
-    """(rung name, its topology) for every rung (or those named in `only`), all validated before any runs."""
-    base = load_topology(topology_file, overrides)
-    names = [r.name for r in base.ladder]
-    unknown = [n for n in only or [] if n not in names]
-    if unknown:
-        raise ConfigError(topology_file, [Problem("ladder", "no such rung; allowed: " + ", ".join(names),
-                                                  unknown, True)])
-    chosen = [(i, r.name) for i, r in enumerate(base.ladder) if not only or r.name in only]
-    topos = load_variants(topology_file, overrides,
-                          [(f"ladder[{i}] {name}", [*rung_overrides(base, i), "ladder=[]"]) for i, name in chosen])
-    return [(name, topo) for (_, name), topo in zip(chosen, topos, strict=True)]
 
 
 def rows(rung: str, summary: dict[str, Any]) -> list[dict[str, Any]]:
@@ -122,8 +94,6 @@ def figure(table: list[dict[str, Any]]) -> Any:
 
 
 def print_table(table: list[dict[str, Any]], console: Any) -> None:
-
-
     t = Table(title="assumption ladder: butterfly against cloud_only per rung and network (x: >1 butterfly better)")
     heads = ("rung", "network", "lat ms co/bf", "lat x", "energy mJ co/bf", "energy x", "KB up co/bf",
              "uplink ms co/bf", "head ms bf", "cloud ms co/bf")
@@ -140,7 +110,6 @@ def print_table(table: list[dict[str, Any]], console: Any) -> None:
 
 
 def _pair(r: dict[str, Any], what: str, unit: str) -> str:
-
     return f"{fmt(r[f'{what}_cloud_only_{unit}'])}/{fmt(r[f'{what}_butterfly_{unit}'])}"
 
 

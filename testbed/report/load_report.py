@@ -32,7 +32,6 @@ def _phase_series(records: list[dict[str, Any]], load: list[dict[str, Any]], str
 
 
 def rolling_median(points: list[tuple[float, float]], window: int = 25) -> list[tuple[float, float]]:
-
     return [(points[i][0], statistics.median(p for _, p in points[max(0, i - window + 1): i + 1]))
             for i in range(len(points))]
 

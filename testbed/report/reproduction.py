@@ -96,8 +96,6 @@ def explanations(summary: dict[str, Any]) -> list[str]:
 
 
 def print_reproduction(summary: dict[str, Any], console: Any) -> None:
-
-
     table_rows = rows(summary)
     if not table_rows:
         return

@@ -75,7 +75,6 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path:
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-
     print(f"{'cut':<8}{'network':<9}{'strategy':<13}{'done':>6}{'mean ms':>10}{'p50 ms':>9}{'energy mJ':>11}"
           f"{'papers mJ':>11}{'KB up':>8}")
     for r in sorted(rows, key=lambda r: (r["network"], r["strategy"], r["cut"])):

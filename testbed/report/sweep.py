@@ -19,8 +19,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-from testbed.config.errors import ConfigError, Problem
-from testbed.config.loading import load_topology
 from testbed.config.schema import Topology
 from testbed.report import htmlkit
 from testbed.results.folder import CsvLog
@@ -30,34 +28,6 @@ SWEEP_COLUMNS = ("value", "strategy", "offered_rps", "throughput_rps", "complete
 KEEP_UP = 0.95  # completed / requests below this: saturated
 BUSY = 0.9  # server busy fraction at or above this: saturated
 LATENCY_GROWTH = 2.0  # p50 above this multiple of the first point's p50: saturated
-
-
-def parse_sweep(spec: str) -> tuple[str, list[str]]:
-    """`devices.count=10,50` -> ('devices.count', ['10', '50'])."""
-    key, sep, values = spec.partition("=")
-    items = [v.strip() for v in values.split(",") if v.strip()]
-    if not sep or not key.strip() or not items:
-        raise ValueError(f"--sweep {spec!r}: expected key.path=v1,v2,...")
-    return key.strip(), items
-
-
-def load_points(topology_file: str, overrides: list[str], key: str, values: list[str]) -> list[Topology]:
-    """Every point validated up front: one bad value stops the sweep before anything runs."""
-    return load_variants(topology_file, overrides, [(f"--sweep {key}={v}", [f"{key}={v}"]) for v in values])
-
-
-def load_variants(topology_file: str, overrides: list[str], variants: list[tuple[str, list[str]]]) -> list[Topology]:
-    """The topology under each (label, extra overrides), all validated before any runs: every variant's problems
-    are raised together, each tagged with its label (a sweep's points, a ladder's rungs)."""
-    topos, problems = [], []
-    for label, extra in variants:
-        try:
-            topos.append(load_topology(topology_file, [*overrides, *extra]))
-        except ConfigError as e:
-            problems += [Problem(p.path, f"{p.message} [{label}]", p.value, p.has_value) for p in e.problems]
-    if problems:
-        raise ConfigError(topology_file, problems)
-    return topos
 
 
 def offered_rps(topo: Topology) -> float:

@@ -28,6 +28,9 @@ REQUEST_COLUMNS = (
     "queue_drops",  # uplink packets the drop-tail queue refused (each resent): throttling.queues
 )
 
+# The parts of e2e_ms, in the order the request goes through them; every report reads them from here
+BREAKDOWN_KEYS = ("emu_wait_ms", "head_ms", "encode_ms", "uplink_ms", "queue_ms", "cloud_ms", "downlink_ms")
+
 LOAD_COLUMNS = (
     "strategy", "replica", "t_s", "arrivals_per_s", "completed_per_s", "queue_depth", "in_flight", "batch_size",
     "busy_fraction", "rejected", "refused", "refused_reasons", "cpu_percent", "rss_mb", "gpu_util_percent",
@@ -77,8 +80,7 @@ def strategy_stats(records: Iterable[dict[str, Any]], window_s: float) -> dict[s
             "p50": percentile(e2e, 50), "p95": percentile(e2e, 95), "p99": percentile(e2e, 99),
             "mean": _mean(e2e), "max": max(e2e) if e2e else math.nan,
         },
-        "breakdown_ms_mean": {k: mean_of(k) for k in (
-            "emu_wait_ms", "head_ms", "encode_ms", "uplink_ms", "queue_ms", "cloud_ms", "downlink_ms")},
+        "breakdown_ms_mean": {k: mean_of(k) for k in BREAKDOWN_KEYS},
         "throughput_rps": len(done) / window_s if window_s > 0 else math.nan,
         "energy_mj_mean": mean_of("energy_mj"),
         "energy_compute_mj_mean": mean_of("energy_compute_mj"),

@@ -22,6 +22,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from actors.cloud_profile import ProfileCloudServer
+from actors.cloud_replay import ReplayCloudServer
+from actors.cloud_server import CloudServer
+from actors.device_pool import DevicePool
 from testbed import __version__
 from testbed.base.clock import BOOT_ID
 from testbed.config.schema import Topology
@@ -30,8 +34,8 @@ from testbed.domain.live import since_command_start
 from testbed.plan.devices import device_table, device_values, replay_line, replay_summary, rrc_line, rrc_summary
 from testbed.plan.faults import fault_summary
 from testbed.plan.faults import mechanism as faults_mechanism
+from testbed.report import html_report, load_report
 from testbed.report.hardware_report import hardware_summary
-from testbed.report.load_report import write_report
 from testbed.results.folder import RunFolder
 from testbed.results.metrics import percentile, ratios, summarize_groups, summarize_strategies
 from testbed.run.fault_driver import FaultDriver
@@ -81,13 +85,9 @@ class Actors:
     def __init__(self, topo: Topology, net: dict[str, Any] | None, cpu: dict[str, str]):
         import ray  # ray: only the driver and the actors start it
 
-        from actors.cloud_replay import ReplayCloudServer  # pulls in PIL at import
-        from actors.cloud_server import CloudServer  # pulls in PIL at import
-        from actors.device_pool import DevicePool  # pulls in PIL at import
 
         self.ray = ray
         self._args = (topo.model_dump_json(), net, cpu)
-        from actors.cloud_profile import ProfileCloudServer  # pulls in PIL at import
 
         cloud_cls = ReplayCloudServer if topo.cloud.compute == "replay" else CloudServer
         self._cloud_cls: Any = ray.remote(ProfileCloudServer if topo.cloud.hardware else cloud_cls)
@@ -211,7 +211,7 @@ def _write_load_report(out_dir: Path, summary: dict[str, Any], state: RunState, 
         return
 
     try:
-        write_report(out_dir, summary, state.records, state.load_rows)
+        load_report.write_report(out_dir, summary, state.records, state.load_rows)
     except Exception as e:  # noqa: BLE001 - the CSVs and summary.json are already written
         progress.note(f"server-load report not written: {type(e).__name__}: {e}")
 
@@ -219,20 +219,16 @@ def _write_load_report(out_dir: Path, summary: dict[str, Any], state: RunState, 
 def _write_html_report(out_dir: Path, progress: Progress) -> None:
     """report.html, also for a partial run; like the load report, a failure never loses the run."""
     try:
-        from testbed.report.html_report import write_report  # pulls in PIL at import
-
-        write_report(out_dir)
+        html_report.write_report(out_dir)
     except Exception as e:  # noqa: BLE001 - the CSVs and summary.json are already written
         progress.note(f"report.html not written: {type(e).__name__}: {e}")
 
 
 def _sweep_cgroups(run_id: str) -> None:
-
     sweep_run(run_id)
 
 
 def _check_links(state: RunState, progress: Progress) -> list[dict[str, Any]]:
-
     rows = check_links(state.topo, [state.backend])
     progress.note("link check (before the run):\n" + format_rows(rows))
     return [dict(dataclasses.asdict(r), error_pct=r.error_pct) for r in rows]
@@ -276,7 +272,6 @@ def _run_on_ray(state: RunState, folder: RunFolder, progress: Progress, net: dic
 
 def _run_phase(state: RunState, folder: RunFolder, progress: Progress, actors: Actors,
                strategy: str, index: int) -> None:
-
     ray = actors.ray
     state.phase = strategy
     progress.phase(strategy, index)
@@ -317,7 +312,6 @@ def _add_records(state: RunState, folder: RunFolder, progress: Progress, records
 
 
 def _since_start() -> float:
-
     return round(since_command_start(time.time()), 2)
 
 

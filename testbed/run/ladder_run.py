@@ -12,7 +12,9 @@ from rich.console import Console
 
 from testbed.config.errors import ConfigError
 from testbed.config.loading import load_topology
+from testbed.config.variants import load_rungs
 from testbed.report import htmlkit, ladder
+from testbed.report.html_report import write_report
 from testbed.results.folder import CsvLog
 
 
@@ -20,7 +22,7 @@ def run_ladder(topology_file: str, overrides: list[str], out: Path, err: Any, on
                run: Callable[..., int]) -> int:
     """`run(topo, file, folder, err, quiet=True)` per rung; 2 on a bad rung before anything runs."""
     try:
-        rungs = ladder.load_rungs(topology_file, overrides, only)
+        rungs = load_rungs(topology_file, overrides, only)
     except ConfigError as e:
         print(f"invalid ladder:\n{e}", file=sys.stderr)
         return 2
@@ -51,8 +53,6 @@ def _description(topo: Any, name: str) -> str:
 
 
 def _write(out: Path, topo: Any, table: list[dict[str, Any]], status: str) -> None:
-    from testbed.report.html_report import write_report  # pulls in PIL at import
-
     (out / "summary.json").write_text(json.dumps(ladder.summary(topo, table, status), indent=2, default=str))
     if table:
         htmlkit.save(ladder.figure(table), out / "ladder.png", dpi=110)
@@ -60,7 +60,6 @@ def _write(out: Path, topo: Any, table: list[dict[str, Any]], status: str) -> No
 
 
 def _print(out: Path, table: list[dict[str, Any]], topo: Any) -> None:
-
     console = Console()
     if not console.is_terminal:
         console = Console(width=160)

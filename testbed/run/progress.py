@@ -85,7 +85,6 @@ class Progress:
                 self._e2e.extend((t, e) for e in pool["e2e_ms"])
             firsts = [p["first_done_wall"] for p in live if p["first_done_wall"] is not None]
             if firsts and self.first_answer_s is None:
-
                 self.first_answer_s = round(since_command_start(min(firsts)), 2)
                 self.console.print(f"first answer {self.first_answer_s:.1f} s after the command started")
         while self._e2e and self._e2e[0][0] < t - RECENT_S:

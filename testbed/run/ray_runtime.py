@@ -75,7 +75,6 @@ def ray_session(address: str | None, num_cpus: float, num_gpus: float,
 
 
 def _start_guard() -> subprocess.Popen[bytes]:
-
     return subprocess.Popen([sys.executable, str(Path(__file__).with_name("ray_guard.py")), str(os.getpid())],
                             stdin=subprocess.DEVNULL, start_new_session=True)
 
