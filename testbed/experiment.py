@@ -149,7 +149,7 @@ class Run:
         actors = self.actors
         assert actors is not None
         self.facts.current_strategy = strategy
-        self.progress.phase(strategy, index)
+        self.progress.strategy_started(strategy, index)
         if self.trace_rates is not None:
             self.trace_rates.restart()
         faults = FaultDriver(self.topo, actors, self.kernel, strategy, index)

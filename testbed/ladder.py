@@ -19,6 +19,7 @@ from typing import Any
 from testbed import htmlkit
 from testbed.config import ConfigError, Problem, Topology, load_topology
 from testbed.metrics import ratio
+from testbed.summary_view import SummaryView
 from testbed.sweep import load_variants
 
 BASE, SPLIT = "cloud_only", "butterfly"
@@ -55,7 +56,7 @@ def load_rungs(topology_file: str, overrides: list[str], only: list[str] | None 
 def rows(rung: str, summary: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per network (device group) of one rung's summary."""
     out = []
-    for group, per in summary.get("groups", {}).items():
+    for group, per in SummaryView.of(summary).groups.items():
         base, split = per.get(BASE), per.get(SPLIT)
         if not (base and split and base["by_status"]["completed"] and split["by_status"]["completed"]):
             continue

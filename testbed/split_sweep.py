@@ -14,6 +14,7 @@ from typing import Any
 
 from testbed.reproduction import paper_energy
 from testbed.results import CsvLog
+from testbed.summary_view import SummaryView
 
 SPLIT_COLUMNS = ("cut", "network", "strategy", "completed", "latency_mean_ms", "latency_p50_ms", "energy_mean_mj",
                  "energy_papers_model_mj", "bytes_up_mean")
@@ -21,7 +22,7 @@ SPLIT_COLUMNS = ("cut", "network", "strategy", "completed", "latency_mean_ms", "
 
 def cut_rows(cut: str, summary: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
-    for network, per in summary.get("groups", {}).items():
+    for network, per in SummaryView.of(summary).groups.items():
         for strategy, st in per.items():
             rows.append({"cut": cut, "network": network, "strategy": strategy,
                          "completed": st["by_status"]["completed"], "latency_mean_ms": st["latency_ms"]["mean"],

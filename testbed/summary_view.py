@@ -15,8 +15,12 @@ from typing import Any
 @dataclass(frozen=True)
 class SummaryView:
     """What the reports read from one summary.json."""
-    status: str
+    status: str | None  # None only in a file that never said
     topology: dict[str, Any]
+    error: str | None = None
+    started_at: str | None = None
+    wall_s: float | None = None
+    topology_file: str | None = None
     strategies: dict[str, dict[str, Any]] = field(default_factory=dict)  # per strategy: testbed.metrics stats
     comparison: dict[str, dict[str, float]] = field(default_factory=dict)
     groups: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # group -> strategy -> stats
@@ -41,7 +45,9 @@ class SummaryView:
     def of(cls, summary: Mapping[str, Any]) -> SummaryView:
         backends = summary.get("backends") or {}
         return cls(
-            status=str(summary.get("status", "?")), topology=dict(summary.get("topology") or {}),
+            status=summary.get("status"), topology=dict(summary.get("topology") or {}),
+            error=summary.get("error"), started_at=summary.get("started_at"), wall_s=summary.get("wall_s"),
+            topology_file=summary.get("topology_file"),
             strategies=dict(summary.get("strategies") or {}), comparison=dict(summary.get("comparison") or {}),
             groups=dict(summary.get("groups") or {}), replicas=list(summary.get("replicas") or []),
             fidelity=dict(summary.get("fidelity") or {}), faults=list(summary.get("faults") or []),
@@ -64,6 +70,10 @@ class SummaryView:
     def strategy_names(self) -> list[str]:
         """The strategies measured, else those the topology lists."""
         return list(self.strategies) or list(self.topology.get("strategies") or [])
+
+    def present(self, keys: tuple[str, ...]) -> dict[str, Any]:
+        """The given top-level keys that hold something, in the given order (the report's key/value tables)."""
+        return {k: self.raw[k] for k in keys if self.raw.get(k)}
 
     def group_order(self) -> list[str]:
         """Groups with statistics, in the topology's order of device groups."""
