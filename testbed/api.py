@@ -30,6 +30,7 @@ from testbed.config import load_topology as _load_file
 from testbed.html_report import ReportError
 from testbed.ray_runtime import ClusterAuthError
 from testbed.results import OutputError, prepare_out, read_summary
+from testbed.summary_view import SummaryView
 
 __all__ = ["ClusterAuthError", "ConfigError", "OutputError",
            "ReportError", "Results", "StrategySummary", "Summary", "compare",
@@ -157,9 +158,10 @@ class Summary:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Summary:
         ray = raw.get("ray") or {}
-        return cls(name=str((raw.get("topology") or {}).get("name", "")), status=str(raw.get("status")),
-                   partial=bool(raw.get("partial")), error=raw.get("error"), wall_s=raw.get("wall_s"),
-                   strategies={k: StrategySummary.from_dict(v) for k, v in raw["strategies"].items()},
+        v = SummaryView.of(raw)
+        return cls(name=str(v.topology.get("name", "")), status=str(v.status),
+                   partial=bool(raw.get("partial")), error=v.error, wall_s=v.wall_s,
+                   strategies={k: StrategySummary.from_dict(st) for k, st in v.strategies.items()},
                    ray_mode=ray.get("mode"), auth_mode=ray.get("auth_mode"), raw=raw)
 
 
