@@ -38,6 +38,7 @@ from testbed.report.html_report import (
     run_figures,
 )
 from testbed.results.folder import OutputError, prepare_out, read_rows, read_summary
+from testbed.results.summary_view import SummaryView
 from testbed.run.experiment import run_experiment
 from testbed.run.progress import Progress
 from testbed.run.ray_runtime import ClusterAuthError
@@ -161,9 +162,10 @@ class Summary:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Summary:
         ray = raw.get("ray") or {}
-        return cls(name=str((raw.get("topology") or {}).get("name", "")), status=str(raw.get("status")),
-                   partial=bool(raw.get("partial")), error=raw.get("error"), wall_s=raw.get("wall_s"),
-                   strategies={k: StrategySummary.from_dict(v) for k, v in raw["strategies"].items()},
+        v = SummaryView.of(raw)
+        return cls(name=str(v.topology.get("name", "")), status=str(v.status),
+                   partial=bool(raw.get("partial")), error=v.error, wall_s=v.wall_s,
+                   strategies={k: StrategySummary.from_dict(st) for k, st in v.strategies.items()},
                    ray_mode=ray.get("mode"), auth_mode=ray.get("auth_mode"), raw=raw)
 
 

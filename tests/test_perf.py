@@ -129,7 +129,7 @@ def test_progress_counts_live_completions_and_prints_the_first_answer(write_topo
     topo = load_topology(write_topology(minimal_yaml))
     out = io.StringIO()
     progress = Progress(topo, Console(file=out, width=200))
-    progress.phase("butterfly", 0)
+    progress.strategy_started("butterfly", 0)
     live = LiveCounts()
     live.add({"status": "completed", "e2e_ms": 100.0})
     progress.update([], [live.take(), LiveCounts().take()])  # no record released yet, one answer in

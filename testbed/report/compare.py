@@ -24,6 +24,7 @@ from rich.table import Table
 from testbed.report import htmlkit
 from testbed.report.numbers import fmt
 from testbed.results.folder import read_summary
+from testbed.results.summary_view import SummaryView
 
 # (row key, column title, digits, panel title); the table and the plot show the same figures
 METRICS = (
@@ -69,10 +70,11 @@ def rows(runs: list[Run]) -> list[dict[str, Any]]:
     """One row per run and strategy, in METRICS' keys (None where the run has no figure)."""
     out = []
     for run in runs:
-        for strategy, st in run.summary["strategies"].items():
+        view = SummaryView.of(run.summary)
+        for strategy, st in view.strategies.items():
             lat = st.get("latency_ms", {})
             up = st.get("bytes_up_mean")
-            out.append({"run": run.label, "strategy": strategy, "status": run.summary.get("status"),
+            out.append({"run": run.label, "strategy": strategy, "status": view.status,
                         "completed": st.get("by_status", {}).get("completed"), "p50_ms": lat.get("p50"),
                         "p95_ms": lat.get("p95"), "p99_ms": lat.get("p99"), "energy_mj": st.get("energy_mj_mean"),
                         "throughput_rps": st.get("throughput_rps"), "kb_up": up / 1000 if up is not None else None})
@@ -124,7 +126,7 @@ def write(runs: list[Run], table_rows: list[dict[str, Any]], out: Path) -> tuple
     out.mkdir(parents=True, exist_ok=True)
     png = htmlkit.save(figure(table_rows), out / "compare.png")
     header = ["run", "strategy", *(title for _, title, _, _ in METRICS)]
-    links = "".join(f'<li>{html.escape(r.label)} ({html.escape(str(r.summary.get("status")))}): '
+    links = "".join(f'<li>{html.escape(r.label)} ({html.escape(str(SummaryView.of(r.summary).status))}): '
                     f'<a href="{html.escape(_rel(r.path / "report.html", out))}">{html.escape(str(r.path))}</a></li>'
                     for r in runs)
     body = (htmlkit.figure(png.read_bytes(), "per strategy, one bar per run", "compare")

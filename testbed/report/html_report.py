@@ -25,6 +25,7 @@ from testbed.report.ladder import read_ladder, report_html
 from testbed.report.numbers import fmt
 from testbed.results.folder import read_rows, read_summary
 from testbed.results.metrics import ENERGY_PARTS
+from testbed.results.summary_view import SummaryView
 
 REPORT_NAME = "report.html"
 # metrics.BREAKDOWN_KEYS grouped for the stacked bars (head and encode share a bar); tests check it covers them all
@@ -58,7 +59,8 @@ def write_report(folder: Path, sweep_key: str | None = None) -> Path:
         parts += _run_sections(folder, summary)
     if sweep_rows:
         parts.append(_sweep_section(folder, sweep_rows, sweep_key or _sweep_key(folder)))
-    title = f"splitbed: {summary['topology']['name']} ({summary['status']})" if summary else f"splitbed sweep: {folder}"
+    view = SummaryView.of(summary) if summary else None
+    title = f"splitbed: {view.name} ({view.status})" if view else f"splitbed sweep: {folder}"
     path = folder / REPORT_NAME
     path.write_text(htmlkit.page(title, "".join(parts)))
     return path
@@ -72,23 +74,24 @@ def _read_summary(folder: Path) -> dict[str, Any] | None:
 
 
 def _run_sections(folder: Path, summary: dict[str, Any]) -> list[str]:
-    topo = summary["topology"]
+    v = SummaryView.of(summary)
+    topo = v.topology
     records = read_rows(folder / "requests.csv")
     load = read_rows(folder / "server_load.csv")
-    facts = {"status": summary["status"], "error": summary.get("error"), "started_at": summary.get("started_at"),
-             "wall_s": summary.get("wall_s"), "topology_file": summary.get("topology_file"),
+    facts = {"status": v.status, "error": v.error, "started_at": v.started_at,
+             "wall_s": v.wall_s, "topology_file": v.topology_file,
              "description": topo.get("description"), "measured per strategy (s)": topo.get("duration_s"),
              "warm-up per strategy (s)": topo.get("warmup_s")}
     out = [htmlkit.kv_table({k: v for k, v in facts.items() if v not in (None, "")})]
-    if summary.get("strategies"):
+    if v.strategies:
         out.append("<h2>Per strategy (measured requests)</h2>"
                    + htmlkit.table(list(report.SUMMARY_COLUMNS), report.strategy_rows(summary)))
-        if summary.get("comparison"):
+        if v.comparison:
             out.append(htmlkit.table(["baseline/strategy (>1: strategy better)", "latency p50", "latency mean",
                                       "energy", "bytes up"],
                                      [[pair, *(fmt(r.get(k), 2) for k in ("latency_p50", "latency_mean",
                                                                                   "energy_mean", "bytes_up_mean"))]
-                                      for pair, r in summary["comparison"].items()]))
+                                      for pair, r in v.comparison.items()]))
     plots = [p for p in run_figures(summary, records) if p[2] is not None]
     out.append("<h2>Plots</h2>" + "".join(htmlkit.figure(htmlkit.png(fig), caption, name)
                                           for name, caption, fig in plots))
@@ -97,8 +100,8 @@ def _run_sections(folder: Path, summary: dict[str, Any]) -> list[str]:
             htmlkit.figure(htmlkit.png(load_report.phase_figure(records, load, s)), f"{s}: device latency and "
                            "server load per replica", f"server_load_{s}")
             for s in dict.fromkeys(r["strategy"] for r in load)))
-    out.append("<h2>Mechanisms</h2>" + htmlkit.kv_table({k: summary[k] for k in MECHANISM_KEYS if summary.get(k)}))
-    out.append("<h2>Host</h2>" + htmlkit.kv_table({k: summary[k] for k in HOST_KEYS if summary.get(k)}))
+    out.append("<h2>Mechanisms</h2>" + htmlkit.kv_table(v.present(MECHANISM_KEYS)))
+    out.append("<h2>Host</h2>" + htmlkit.kv_table(v.present(HOST_KEYS)))
     return out
 
 
@@ -106,16 +109,17 @@ def run_figures(summary: dict[str, Any], records: list[dict[str, Any]]) -> list[
     """The run's plots as (name, caption, matplotlib figure or None where its data is missing): report.html
     draws these, and testbed.api hands them to a notebook."""
     measured = [r for r in records if r.get("phase") == "measure"]
-    strategies = list(dict.fromkeys([*summary.get("strategies", {}), *(r["strategy"] for r in records)]))
-    topo = summary["topology"]
+    v = SummaryView.of(summary)
+    strategies = list(dict.fromkeys([*v.strategies, *(r["strategy"] for r in records)]))
+    topo = v.topology
     return [
         ("latency_cdf", "End-to-end latency CDF (completed, measured requests)", _cdf_figure(measured, strategies)),
         ("breakdown", "Mean latency breakdown (completed, measured requests)", _breakdown_figure(measured, strategies)),
-        ("over_time", "Throughput and latency over each phase" + (" (shaded: faults)" if summary.get("faults") else ""),
-         _time_figure(records, strategies, topo.get("warmup_s") or 0, summary.get("faults") or [])),
+        ("over_time", "Throughput and latency over each phase" + (" (shaded: faults)" if v.faults else ""),
+         _time_figure(records, strategies, topo.get("warmup_s") or 0, v.faults)),
         ("energy", "Mean device energy per request", _energy_figure(measured, strategies)),
         ("cuts", "Split policies: the cut each request used, and the devices' uplink estimate",
-         policy_plot.cuts_figure(records, strategies, [r["cut"] for r in summary.get("split_catalogue") or []])),
+         policy_plot.cuts_figure(records, strategies, [r["cut"] for r in v.split_catalogue])),
         ("population", "Latency against each device's own compute time and uplink (device population)",
          population_plot.population_figure(summary, measured, strategies)),
     ]

@@ -22,6 +22,7 @@ from testbed.config.schema import Topology
 from testbed.report import htmlkit
 from testbed.report.numbers import fmt
 from testbed.results.metrics import ratio
+from testbed.results.summary_view import SummaryView
 
 BASE, SPLIT = "cloud_only", "butterfly"
 COLUMNS = ("rung", "network", "latency_cloud_only_ms", "latency_butterfly_ms", "latency_x", "energy_cloud_only_mj",
@@ -32,7 +33,7 @@ COLUMNS = ("rung", "network", "latency_cloud_only_ms", "latency_butterfly_ms", "
 def rows(rung: str, summary: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per network (device group) of one rung's summary."""
     out = []
-    for group, per in summary.get("groups", {}).items():
+    for group, per in SummaryView.of(summary).groups.items():
         base, split = per.get(BASE), per.get(SPLIT)
         if not (base and split and base["by_status"]["completed"] and split["by_status"]["completed"]):
             continue

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from testbed.report import htmlkit
+from testbed.results.summary_view import SummaryView
 
 
 def _phase_series(records: list[dict[str, Any]], load: list[dict[str, Any]], strategy: str) -> tuple[Any, Any]:
@@ -79,22 +80,23 @@ def replica_table(summary: dict[str, Any]) -> str:
         f"<tr><td>{r['replica']}</td><td>{html.escape(str(r['device']))}</td><td>{r['requests']}</td>"
         f"<td>{r['completed']}</td><td>{r['rejected']}</td><td>{r['mean_batch_size']:.2f}</td>"
         f"<td>{html.escape(str(r['batch_histogram']))}</td><td>{r['busy_fraction_of_run']:.0%}</td>"
-        f"<td>{r['max_queue_depth']}</td></tr>" for r in summary.get("replicas", []))
+        f"<td>{r['max_queue_depth']}</td></tr>" for r in SummaryView.of(summary).replicas)
     return f"<table>{head}{rows}</table>"
 
 
 def write_report(out_dir: Path, summary: dict[str, Any], records: list[dict[str, Any]],
                  load: list[dict[str, Any]]) -> Path:
     """Write the PNGs and server_load.html into out_dir; returns the HTML path."""
+    v = SummaryView.of(summary)
     sections = []
-    for strategy in summary["phases_done"] or list(dict.fromkeys(r["strategy"] for r in load)):
+    for strategy in v.strategies_done or list(dict.fromkeys(r["strategy"] for r in load)):
         png = plot_phase(records, load, strategy, out_dir / f"server_load_{strategy.replace(':', '-')}.png")
-        busy = summary.get("server_busy_by_strategy", {}).get(strategy)
+        busy = v.server_busy_by_strategy.get(strategy)
         note = f" (mean server busy fraction {busy:.0%})" if busy is not None else ""
         sections.append(f"<h2>{html.escape(strategy)}{note}</h2>"
                         + htmlkit.img(png.read_bytes(), f"{strategy} load", f"server_load_{strategy}"))
-    body = (f"<p>{html.escape(summary['backends']['link'])}<br>{html.escape(summary['backends']['cpu'])}</p>"
+    body = (f"<p>{html.escape(v.link_text)}<br>{html.escape(v.cpu_text)}</p>"
             f"{replica_table(summary)}{''.join(sections)}")
     path = out_dir / "server_load.html"
-    path.write_text(htmlkit.page(f"Server load: {summary['topology']['name']} ({summary['status']})", body))
+    path.write_text(htmlkit.page(f"Server load: {v.name} ({v.status})", body))
     return path

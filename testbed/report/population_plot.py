@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from testbed.report import htmlkit
+from testbed.results.summary_view import SummaryView
 
 AXES = (("device_full_model_ms", "device compute (ms per full-model inference)"),
         ("device_uplink_kbps", "device uplink (kbit/s)"))
@@ -13,7 +14,7 @@ AXES = (("device_full_model_ms", "device compute (ms per full-model inference)")
 
 def population_figure(summary: dict[str, Any], measured: list[dict[str, Any]], strategies: list[str]) -> Any:
     """None for a run without a population (every device of a group alike: nothing to plot against)."""
-    if not summary.get("device_population"):
+    if not SummaryView.of(summary).device_population:
         return None
     done = [r for r in measured if r["status"] == "completed" and r.get("e2e_ms") is not None]
     if not done:

@@ -18,6 +18,7 @@ from rich.table import Table
 
 from testbed.report.numbers import fmt
 from testbed.results.metrics import ratio
+from testbed.results.summary_view import SummaryView
 
 BASELINE = "cloud_only"
 
@@ -42,9 +43,9 @@ def accuracy(st: dict[str, Any], by_cut: dict[str, float] | None) -> float:
 def rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per (network group, strategy): means and factors over cloud_only (>1: better than cloud_only)."""
     out = []
-    groups = summary.get("groups", {})
-    order = [g["name"] for g in summary["topology"]["devices"] if g["name"] in groups]
-    for group in dict.fromkeys([*order, *groups]):  # the topology's order, then any other
+    v = SummaryView.of(summary)
+    groups = v.groups
+    for group in dict.fromkeys([*v.group_order(), *groups]):  # the topology's order, then any other
         per = groups[group]
         base = per.get(BASELINE)
         for strategy, st in per.items():
@@ -52,7 +53,7 @@ def rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
                 continue
             row = {"group": group, "strategy": strategy, "latency_ms": st["latency_ms"]["mean"],
                    "energy_mj": st["energy_mj_mean"], "energy_paper_mj": paper_energy(st),
-                   "bytes_up": st["bytes_up_mean"], "accuracy": accuracy(st, summary.get("accuracy_by_cut")),
+                   "bytes_up": st["bytes_up_mean"], "accuracy": accuracy(st, v.accuracy_by_cut or None),
                    "latency_x": math.nan, "energy_x": math.nan,
                    "energy_paper_x": math.nan}
             if base is not None and base["by_status"]["completed"] and strategy != BASELINE:
@@ -65,24 +66,25 @@ def rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
 
 def explanations(summary: dict[str, Any]) -> list[str]:
     """Why the measured factors differ from the papers', each reason with this run's numbers."""
-    per = summary.get("strategies", {})
+    v = SummaryView.of(summary)
+    per = v.strategies
     notes = []
     split = next((s for s in ("butterfly", "split") if s in per and per[s]["by_status"]["completed"]), None)
     if split:
         b = per[split]["breakdown_ms_mean"]
         notes.append(f"device compute: the {split} head took {b['head_ms']:.1f} ms (+{b['encode_ms']:.1f} ms "
-                     f"encoding) per frame here ({summary['backends']['cpu']}); the papers' mobile platform "
+                     f"encoding) per frame here ({v.cpu_text}); the papers' mobile platform "
                      "runs it on an embedded GPU; name it with device_classes.<class>.hardware (e.g. jetson_tx2) "
                      "to emulate it at its own speed, faster than this host (the ladder's rung a)")
     if BASELINE in per and per[BASELINE]["by_status"]["completed"]:
         b = per[BASELINE]["breakdown_ms_mean"]
-        devices = ", ".join(summary["backends"].get("cloud_device", [])) or "?"
+        devices = ", ".join(v.cloud_devices) or "?"
         notes.append(f"cloud compute: the full network took {b['cloud_ms']:.1f} ms per batch on {devices}; "
                      "the papers' cloud is a server GPU")
         if split:
             up_b, up_s = per[BASELINE]["bytes_up_mean"], per[split]["bytes_up_mean"]
             notes.append(f"upload: cloud_only sends a {up_b / 1000:.1f} KB JPEG (quality "
-                         f"{summary['topology']['model']['jpeg_quality']}), {split} {up_s / 1000:.1f} KB "
+                         f"{v.topology['model']['jpeg_quality']}), {split} {up_s / 1000:.1f} KB "
                          f"({ratio(up_b, up_s):.1f}x less); the bigger the cloud_only upload and the slower "
                          "the link, the larger the latency and energy factors")
         eb = per[BASELINE].get("energy_breakdown_mj_mean") or {}
@@ -108,9 +110,10 @@ def print_reproduction(summary: dict[str, Any], console: Any) -> None:
                   fmt(r["energy_x"], 2), fmt(r["energy_paper_mj"]), fmt(r["energy_paper_x"], 2),
                   fmt((r["bytes_up"] or 0) / 1000 if r["bytes_up"] else None), fmt(r["accuracy"], 3))
     console.print(t)
-    if not summary.get("accuracy_by_cut"):
+    v = SummaryView.of(summary)
+    if not v.accuracy_by_cut:
         console.print("top-1: - (model.weights is not a checkpoint from `run.py train`, so no trained accuracy)")
-    for ref in summary["topology"].get("references") or []:
+    for ref in v.topology.get("references") or []:
         console.print(f"published: {ref['name']}: latency x{fmt(ref.get('latency_x'), 1)}, energy "
                       f"x{fmt(ref.get('energy_x'), 1)} over cloud_only (average over networks)"
                       + (f" [{ref['source']}]" if ref.get("source") else ""))

@@ -15,6 +15,7 @@ from typing import Any
 from testbed.report.numbers import fmt
 from testbed.report.reproduction import paper_energy
 from testbed.results.folder import CsvLog
+from testbed.results.summary_view import SummaryView
 
 SPLIT_COLUMNS = ("cut", "network", "strategy", "completed", "latency_mean_ms", "latency_p50_ms", "energy_mean_mj",
                  "energy_papers_model_mj", "bytes_up_mean")
@@ -22,7 +23,7 @@ SPLIT_COLUMNS = ("cut", "network", "strategy", "completed", "latency_mean_ms", "
 
 def cut_rows(cut: str, summary: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
-    for network, per in summary.get("groups", {}).items():
+    for network, per in SummaryView.of(summary).groups.items():
         for strategy, st in per.items():
             rows.append({"cut": cut, "network": network, "strategy": strategy,
                          "completed": st["by_status"]["completed"], "latency_mean_ms": st["latency_ms"]["mean"],

@@ -22,6 +22,7 @@ from typing import Any
 from testbed.config.schema import Topology
 from testbed.report import htmlkit
 from testbed.results.folder import CsvLog
+from testbed.results.summary_view import SummaryView
 
 SWEEP_COLUMNS = ("value", "strategy", "offered_rps", "throughput_rps", "completed_fraction", "p50_ms", "p99_ms",
                  "rejected", "timed_out", "server_busy_fraction", "saturated")
@@ -37,12 +38,13 @@ def offered_rps(topo: Topology) -> float:
 def point_rows(value: str, topo: Topology, summary: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     offered = offered_rps(topo)
-    for name, st in summary["strategies"].items():
+    v = SummaryView.of(summary)
+    for name, st in v.strategies.items():
         reasons = st["failure_reasons"]
         rejected = sum(n for r, n in reasons.items() if r and r.startswith("queue_full"))
         done = st["by_status"]["completed"]
         fraction = done / st["requests"] if st["requests"] else math.nan
-        busy = summary.get("server_busy_by_strategy", {}).get(name)
+        busy = v.server_busy_by_strategy.get(name)
         rows.append({
             "value": value, "strategy": name, "offered_rps": round(offered, 3),
             "throughput_rps": st["throughput_rps"], "completed_fraction": round(fraction, 4),

@@ -24,13 +24,13 @@ class Progress:
         self.topo = topo
         self.console = console or Console(stderr=True)
         self._live: Live | None = None
-        self._phase = self._strategy = ""
-        self._t_phase = time.monotonic()
+        self._label = self._strategy = ""  # the strategy under way, and it with its number
+        self._t_strategy = time.monotonic()
         self._counts: dict[str, int] = {}
         self._e2e: deque[tuple[float, float]] = deque()  # (when drained, e2e_ms) of recent completions
         self._last_plain = 0.0
         self._active: Callable[[], int] = lambda: topo.device_count
-        self._faults_now: Callable[[], list[str]] = list  # both replaced per phase by set_faults
+        self._faults_now: Callable[[], list[str]] = list  # both replaced per strategy by set_faults
         self.first_answer_s: float | None = None  # since the command started
 
     def set_faults(self, active_devices: Callable[[], int], active_faults: Callable[[], list[str]]) -> None:
@@ -55,25 +55,26 @@ class Progress:
                 self.console.print(f"  cgroup cap for {cls}: {c['fraction']:.3f} CPU -> {c['achieved_ms']:.1f} ms "
                                    f"(target {c['target_ms']:.1f} ms{miss})")
 
-    def phase(self, strategy: str, index: int) -> None:
-        self._phase = f"{strategy} ({index + 1}/{len(self.topo.strategies)})"
-        self._t_phase = time.monotonic()
+    def strategy_started(self, strategy: str, index: int) -> None:
+        """A new strategy's warm-up begins: counts start again (the console line still says 'phase')."""
+        self._label = f"{strategy} ({index + 1}/{len(self.topo.strategies)})"
+        self._t_strategy = time.monotonic()
         self._strategy, self._counts = strategy, {}
         self._e2e.clear()
         self._active, self._faults_now = lambda: self.topo.device_count, list
         if self.console.is_terminal and self._live is None:
             self._live = Live(self._line(), console=self.console, refresh_per_second=4, transient=True)
             self._live.start()
-        self.console.print(f"phase {self._phase}: warm-up {self.topo.warmup_s:g} s, "
+        self.console.print(f"phase {self._label}: warm-up {self.topo.warmup_s:g} s, "
                            f"measure {self.topo.duration_s:g} s")
 
     def update(self, records: list[dict[str, Any]], live: list[dict[str, Any]] | None = None) -> None:
         """Counts from the pools' live counts where given (requests as they end, also those whose record is still
-        held for its radio tail), else from this phase's released records (e.g. the driver's own records)."""
+        held for its radio tail), else from this strategy's released records (e.g. the driver's own records)."""
         t = time.monotonic()
         if live is None:
             for r in records:
-                if r["strategy"] != self._strategy:  # a previous phase's record, held back for its radio tail
+                if r["strategy"] != self._strategy:  # a previous strategy's record, held back for its radio tail
                     continue
                 self._counts[r["status"]] = self._counts.get(r["status"], 0) + 1
                 if r["status"] == "completed":
@@ -91,17 +92,17 @@ class Progress:
             self._e2e.popleft()
         if self._live is not None:
             self._live.update(self._line())
-        elif time.monotonic() - self._last_plain >= PLAIN_EVERY_S and self._phase:
+        elif time.monotonic() - self._last_plain >= PLAIN_EVERY_S and self._label:
             self._last_plain = time.monotonic()
             self.console.print(self._line())
 
     def _line(self) -> Text:
         total = self.topo.warmup_s + self.topo.duration_s
-        elapsed = min(time.monotonic() - self._t_phase, total)
+        elapsed = min(time.monotonic() - self._t_strategy, total)
         p50 = percentile([e for _, e in self._e2e], 50)
         errors = self._counts.get("failed", 0) + self._counts.get("timed_out", 0)
         faults = self._faults_now()
-        return Text(f"  {self._phase}: {elapsed:5.1f}/{total:g} s  devices active {self._active()}/"
+        return Text(f"  {self._label}: {elapsed:5.1f}/{total:g} s  devices active {self._active()}/"
                     f"{self.topo.device_count}  done {self._counts.get('completed', 0)}  errors {errors} "
                     f"({self._counts.get('failed', 0)} failed, {self._counts.get('timed_out', 0)} timed out)  "
                     f"p50 {p50:.1f} ms (last {RECENT_S:g} s)" + (f"  faults: {', '.join(faults)}" if faults else ""))
