@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from actors.failover import Failover
-from testbed import codec, faults, hardware, split_policy
+from testbed import codec, faults, hardware, split_policy, wire
 from testbed.balancing import ReplicaChooser
 from testbed.clock import BOOT_ID, now, same_clock, sleep_until
 from testbed.config import Topology
@@ -286,11 +286,9 @@ class DevicePool:
             await asyncio.get_running_loop().sock_connect(sock, (addr["host"], addr["port"]))
             reader, writer = await asyncio.open_connection(sock=sock, limit=2**20)
         # the replica's token; the replica takes this device's downlink from the run's configuration
-        hello = {"type": "hello", "device_id": spec.device_id, "token": addr.get("token", "")}
-        writer.write(encode_frame(hello))
+        writer.write(encode_frame(wire.hello_message(spec.device_id, addr.get("token", ""))))
         if spec.device_id in self._down_faults:  # the phase's downlink faults, for the cloud's shaper
-            writer.write(encode_frame({"type": "faults", "windows": self._down_faults[spec.device_id],
-                                       "boot_id": BOOT_ID, "t_sent": now()}))
+            writer.write(encode_frame(wire.faults_message(self._down_faults[spec.device_id], BOOT_ID, now())))
         await writer.drain()
         return Connection(reader, writer, int(addr.get("replica", 0)), int(addr["port"]))
 
@@ -315,8 +313,7 @@ class DevicePool:
                 self._down_faults[d] = down
             for conn in dev.conns:
                 if conn.alive and (down or self.topo.faults):
-                    conn.writer.write(encode_frame({"type": "faults", "windows": down, "boot_id": BOOT_ID,
-                                                    "t_sent": now()}))
+                    conn.writer.write(encode_frame(wire.faults_message(down, BOOT_ID, now())))
 
     # ------------------------------------------------------------ phases
     async def run_phase(self, strategy: str, phase_index: int, t0: float | None = None,
@@ -331,7 +328,7 @@ class DevicePool:
             dev.estimator.reset()
             dev.cloud_times.reset()
             for conn in dev.conns:
-                conn.writer.write(encode_frame({"type": "phase"}))
+                conn.writer.write(encode_frame(wire.phase_message()))
             dev.phase_cut = None
             if strategy == "best_static":
                 dev.phase_cut = self._choose(dev, strategy)
@@ -417,7 +414,7 @@ class DevicePool:
         if now() >= deadline:  # queued too long on the device: do not send a frame nobody awaits
             raise asyncio.TimeoutError
         rid = rec["request_id"]
-        frame = encode_frame({**header, "type": "infer", "id": rid, "kind": cut}, payload)
+        frame = encode_frame(wire.infer_message(rid, cut, header.get("codec")), payload)
         start = dev.radio.start(now())  # the RRC state now: the promotion this request waits for and pays
         rec.update(energy_promotion_mj=start.promotion_mj, rrc_state=start.state,
                    rrc_promotion_ms=None if start.promotion_ms is None else round(start.promotion_ms, 3))
