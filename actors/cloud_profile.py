@@ -58,7 +58,7 @@ class ProfileCloudServer(CloudServer):
     def _precompute(self) -> None:
         """The answers to every payload the pools will send, computed for real now (the pools' frames and device
         parts are deterministic); a payload that still differs is computed when it arrives, as an overrun."""
-        from actors.device_pool import FRAMES_PER_POOL
+        from actors.heads import FRAMES_PER_POOL
         from testbed.devices import pool_slices
         from testbed.frames import make_frames
 
@@ -75,7 +75,7 @@ class ProfileCloudServer(CloudServer):
         self.precomputed = len(self._memo)
 
     def _device_job(self, cut: str, frame: Any) -> Job:
-        """What a device sends for `frame` at `cut` (actors.device_pool._device_work, on this replica)."""
+        """What a device sends for `frame` at `cut` (actors.heads.Heads.work, on this replica)."""
         import torch
 
         from testbed import codec
