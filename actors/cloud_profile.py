@@ -21,7 +21,7 @@ import time
 from typing import Any
 
 from actors.cloud_server import CloudServer, Job, Outcome, decode_items
-from actors.device_pool import FRAMES_PER_POOL
+from actors.heads import FRAMES_PER_POOL
 from testbed.base import codec
 from testbed.base.clock import now
 from testbed.domain import hardware
@@ -75,7 +75,7 @@ class ProfileCloudServer(CloudServer):
         self.precomputed = len(self._memo)
 
     def _device_job(self, cut: str, frame: Any) -> Job:
-        """What a device sends for `frame` at `cut` (actors.device_pool._device_work, on this replica)."""
+        """What a device sends for `frame` at `cut` (actors.heads.Heads.work, on this replica)."""
         import torch  # torch: seconds to import, only where a model runs
 
         from testbed.model.split_model import preprocess  # pulls in torch at import

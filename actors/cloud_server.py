@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from testbed.base import codec
+from testbed.base import codec, wire
 from testbed.base.clock import BOOT_ID, now, same_clock
 from testbed.base.wire import ProtocolError, encode_frame, read_frame
 from testbed.config.schema import ModelSpec, Topology
@@ -322,7 +322,7 @@ class CloudServer:
     def _frame(self, header: dict[str, Any], payload: bytes, t_received: float, shaper: LinkShaper,
                peer: Peer) -> None:
         """Act on one frame after the hello; Refused where the connection must close."""
-        kind = header.get("type")
+        kind = wire.message_type(header)
         if kind == "phase":  # a new phase: a traced downlink starts over
             shaper.restart()
             return
@@ -341,14 +341,13 @@ class CloudServer:
             ingress.check_infer(header, payload, self._limits)
         except ingress.Refused as e:  # framing is intact: this request alone is answered with the reason
             self._refuse(e.reason, e)
-            reply = {"type": "result", "id": header.get("id"), "status": "error", "reason": f"refused: {e}",
-                     "replica": self.replica}
+            reply = wire.error_result(header.get("id"), f"refused: {e}", self.replica)
             self._spawn(self._reply(shaper, peer, reply, cost))
             return
         with self._counters_lock:
             self._stats.arrivals += 1
             self._window.arrivals += 1
-        self._spawn(self._handle(Job(header["kind"], header, payload, t_received), shaper, peer, cost))
+        self._spawn(self._handle(Job(wire.request_cut(header), header, payload, t_received), shaper, peer, cost))
 
     def _refuse(self, reason: str, e: BaseException) -> None:
         self._refusals.add(reason)
@@ -365,9 +364,8 @@ class CloudServer:
             with self._counters_lock:
                 self._stats.rejected += 1
                 self._window.rejected += 1
-            reply = {"type": "result", "id": rid, "status": "rejected",
-                     "reason": f"queue_full (limit {self.topo.cloud.queue_limit})",
-                     "replica": self.replica, "server_ms": (now() - job.t_received) * 1000, "queue_depth": queued}
+            reply = wire.sealed(wire.rejected_result(rid, f"queue_full (limit {self.topo.cloud.queue_limit})",
+                                                     self.replica), (now() - job.t_received) * 1000, queued)
             await self._reply(shaper, peer, reply, cost)
             return
         self._in_flight += 1
@@ -375,17 +373,13 @@ class CloudServer:
             out = await self._batchers[job.kind].submit(job)
             if out.error is not None:
                 raise ValueError(out.error)
-            reply = {"type": "result", "id": rid, "status": "ok", "top1": out.top1,
-                     "t_received": job.t_received, "boot_id": BOOT_ID,
-                     "queue_ms": (out.t_batch_start - job.t_received) * 1000, "cloud_ms": out.cloud_ms,
-                     "batch_size": out.batch_size, "replica": self.replica}
+            reply = wire.ok_result(rid, out.top1, job.t_received, BOOT_ID, (out.t_batch_start - job.t_received) * 1000,
+                                   out.cloud_ms, out.batch_size, self.replica)
         except Exception as e:  # noqa: BLE001 - the device records the reason
-            reply = {"type": "result", "id": rid, "status": "error", "reason": f"cloud error: {e}",
-                     "replica": self.replica}
+            reply = wire.error_result(rid, f"cloud error: {e}", self.replica)
         finally:
             self._in_flight -= 1
-        reply["server_ms"] = (now() - job.t_received) * 1000
-        reply["queue_depth"] = sum(b.queued for b in self._batchers.values())  # for the devices' balancers
+        reply = wire.sealed(reply, (now() - job.t_received) * 1000, sum(b.queued for b in self._batchers.values()))
         await self._reply(shaper, peer, reply, cost)
 
     async def _reply(self, shaper: LinkShaper, peer: Peer, reply: dict[str, Any], cost: int) -> None:

@@ -29,7 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from actors.cloud_server import CloudServer, Job, Outcome  # noqa: E402
-from actors.device_pool import Connection  # noqa: E402
+from actors.connection import Connection  # noqa: E402
 from testbed.base import codec  # noqa: E402
 from testbed.base.clock import now  # noqa: E402
 from testbed.base.wire import encode_frame  # noqa: E402

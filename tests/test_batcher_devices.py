@@ -127,12 +127,13 @@ def test_pool_slices_cover_every_device_once():
 
 def test_absolute_device_profile_sets_speed_from_the_hosts_calibrated_time():
     from actors.device_pool import DevicePool
+    from actors.heads import Head
     from testbed.config.loading import load_topology
 
     topo = load_topology("topologies/smoke.yaml", ["device_classes.phone.full_model_ms=480",
                                                    "device_classes.host.full_model_ms=60"])
     pool = DevicePool(0, topo.model_dump_json(), [0, 3])
-    pool.calibration = {"device_only": 120.0}  # the host runs ResNet-50 in 120 ms
+    pool.heads.by_cut["device_only"] = Head("device_only", object(), 0.0, 0, host_ms=120.0)  # ResNet-50: 120 ms
     phone = pool.specs[0]
     assert pool._speed(phone) == 0.25  # 120 / 480: a quarter of the host's speed
     faster = dataclasses.replace(phone, full_model_ms=60.0)

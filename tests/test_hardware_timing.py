@@ -21,7 +21,7 @@ async def _device_only(topo, forbid_compute: bool):
     await pool.prepare()
     await pool.connect([])
     if forbid_compute:
-        pool._device_work = None  # any per-request compute now would fail the request
+        pool.heads.work = None  # any per-request compute now would fail the request
     try:
         await pool.run_phase("device_only", 0)
         return pool.drain(), pool

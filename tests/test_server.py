@@ -194,7 +194,7 @@ def test_replayed_compute_sends_the_same_kind_of_bytes_without_computing(write_t
     async def go():
         cloud, pool, _ = await _start(topo)
         try:
-            pool._device_work = None  # any real device compute now would fail the request
+            pool.heads.work = None  # any real device compute now would fail the request
             await pool.run_phase("butterfly", 0)
             return pool.drain(), pool.calibration["layer2+butterfly"]
         finally:

@@ -12,21 +12,12 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from typing import Any
 
+from testbed.results.record import COLUMNS, record_row
+
 STATUSES = ("completed", "failed", "timed_out")
 ENERGY_PARTS = ("compute", "transfer", "promotion", "tail")  # energy_<part>_mj; the last three are the radio's
 
-REQUEST_COLUMNS = (
-    "strategy", "cut", "phase", "device_id", "group", "request_id", "t_arrival_s", "status", "reason",
-    "bytes_up", "bytes_down", "emu_wait_ms", "head_ms", "encode_ms", "uplink_ms", "queue_ms",
-    "cloud_ms", "server_ms", "downlink_ms", "e2e_ms", "energy_mj", "energy_compute_mj",
-    "energy_radio_mj", "energy_transfer_mj", "energy_promotion_mj", "energy_tail_mj", "replica", "batch_size",
-    "uplink_ideal_ms", "uplink_error_ms", "lost_packets", "top1", "predicted_ms", "est_uplink_mbps",
-    "device_full_model_ms", "device_uplink_kbps", "device_downlink_kbps",  # the device's own (testbed/domain/population.py)
-    # RRC (testbed.domain.rrc): the state a request found, the promotion before its first byte (in uplink_ms) and the
-    # DRX wait of its answer (in downlink_ms); 0 with throttling.rrc off; None: timers unknown
-    "rrc_state", "rrc_promotion_ms", "rrc_drx_ms", "rrc_ms",
-    "queue_drops",  # uplink packets the drop-tail queue refused (each resent): throttling.queues
-)
+REQUEST_COLUMNS = COLUMNS  # the fields of testbed.results.record.RequestRecord, in order
 
 # The parts of e2e_ms, in the order the request goes through them; every report reads them from here
 BREAKDOWN_KEYS = ("emu_wait_ms", "head_ms", "encode_ms", "uplink_ms", "queue_ms", "cloud_ms", "downlink_ms")
@@ -39,12 +30,8 @@ LOAD_COLUMNS = (
 
 
 def new_record(**fields: Any) -> dict[str, Any]:
-    rec: dict[str, Any] = dict.fromkeys(REQUEST_COLUMNS)
-    unknown = set(fields) - set(REQUEST_COLUMNS)
-    if unknown:
-        raise KeyError(f"unknown record fields: {sorted(unknown)}")
-    rec.update(fields)
-    return rec
+    """A request row with the given fields and every other column empty (testbed.results.record.record_row)."""
+    return record_row(**fields)
 
 
 def percentile(values: list[float], q: float) -> float:
