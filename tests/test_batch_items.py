@@ -15,6 +15,7 @@ from testbed.config.loading import load_topology
 pytestmark = pytest.mark.timeout(300)
 
 
+@pytest.mark.slow  # over 1.5 s here: out of the fast tier
 @pytest.mark.parametrize("server_cls", [CloudServer, ReplayCloudServer])
 def test_a_malformed_job_gets_its_own_error_and_the_batch_is_answered(write_topology, minimal_yaml, server_cls):
     topo = load_topology(write_topology(minimal_yaml), ["strategies=[butterfly]"])

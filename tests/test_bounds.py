@@ -75,6 +75,7 @@ def _write(tmp_path: Path, body: str) -> str:
     return str(path)
 
 
+@pytest.mark.slow  # over 1.5 s here: out of the fast tier
 def test_more_nodes_than_the_budget_are_refused_while_composing(tmp_path):
     text = refused(_write(tmp_path, "\nx: [" + ",".join(["1"] * 60_000) + "]\n"))
     assert "not valid YAML: line 37: more than 50000 nodes" in text, text
@@ -156,6 +157,7 @@ def test_image_dir_must_be_a_folder_of_regular_images(tmp_path):
     assert "model.image_dir: " in text and "frame.jpg: not a regular file (a FIFO)" in text, text
 
 
+@pytest.mark.slow  # over 1.5 s here: out of the fast tier
 def test_the_cli_refuses_with_exit_2_within_seconds(tmp_path):
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)

@@ -210,6 +210,7 @@ def _in_thread(fn: Callable[[], object]) -> object:
     return out.get("value")
 
 
+@pytest.mark.slow  # over 1.5 s here: out of the fast tier
 @privileged
 def test_quarter_cap_gives_a_quarter_of_a_cpu(run_id):
     with CpuCap("busy", 0.25, run_id, support=HOST) as cap:
@@ -231,6 +232,7 @@ def _timed_ms(work: Callable[[], None]) -> float:
     return (time.perf_counter() - t0) * 1000
 
 
+@pytest.mark.slow  # over 1.5 s here: out of the fast tier
 @privileged
 def test_calibrate_reaches_three_times_slower(run_id):
     torch = pytest.importorskip("torch")

@@ -49,6 +49,7 @@ def test_same_folder_names_are_told_apart_by_path(tmp_path):
     assert [r.label for r in runs] == [str(tmp_path / "x" / "run"), str(tmp_path / "y" / "run")]
 
 
+@pytest.mark.slow  # over 1.5 s here: out of the fast tier
 def test_cli_prints_the_table_and_writes_png_and_html(tmp_path):
     a, b = make_run(tmp_path / "runs" / "layer2"), make_run(tmp_path / "runs" / "layer3", seed=3)
     proc = run_cli(str(a), str(b), "--out", str(tmp_path / "cmp"))
@@ -61,6 +62,7 @@ def test_cli_prints_the_table_and_writes_png_and_html(tmp_path):
     assert 'href="../runs/layer2/report.html"' in page  # each run's own report, relative to the page
 
 
+@pytest.mark.slow  # over 1.5 s here: out of the fast tier
 def test_cli_default_output_is_the_first_runs_parent(tmp_path):
     a = make_run(tmp_path / "results" / "a")
     proc = run_cli(str(a), str(a))
@@ -68,6 +70,7 @@ def test_cli_default_output_is_the_first_runs_parent(tmp_path):
     assert (tmp_path / "results" / "compare.html").exists() and (tmp_path / "results" / "compare.png").exists()
 
 
+@pytest.mark.slow  # over 1.5 s here: out of the fast tier
 @pytest.mark.parametrize("make_bad, says", [
     (lambda d: d.mkdir(), "no summary.json (not a splitbed run's results folder)"),
     (lambda d: write_summary_only(d, {"status": "complete"}), "not a splitbed summary (no strategies)"),

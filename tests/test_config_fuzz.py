@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -145,6 +146,7 @@ def _check(path: Path) -> None:
         assert isinstance(topo, Topology)
 
 
+@pytest.mark.slow  # over 1.5 s here: out of the fast tier
 @settings(SETTINGS, max_examples=180)
 @given(mutated())
 def test_mutated_topologies_load_or_fail_with_file_and_key_path(raw):
@@ -152,6 +154,7 @@ def test_mutated_topologies_load_or_fail_with_file_and_key_path(raw):
         check(write(raw, folder))
 
 
+@pytest.mark.slow  # over 1.5 s here: out of the fast tier
 @settings(SETTINGS, max_examples=10)
 @given(mutated())
 def test_cli_validate_exits_0_or_2_without_a_traceback(raw):

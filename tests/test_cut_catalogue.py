@@ -95,6 +95,7 @@ SMALL = ["resnet18", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", "r
 LARGE = ["resnet50", "mobilenet_v3_large", "efficientnet_v2_s", "densenet121", "vgg16", "convnext_tiny", "vit_b_16"]
 
 
+@pytest.mark.slow  # over 1.5 s here: out of the fast tier
 @pytest.mark.parametrize("arch", SMALL)
 def test_head_then_tail_is_exact_at_every_cut_of_small_models(arch):
     torch.manual_seed(0)
@@ -103,6 +104,7 @@ def test_head_then_tail_is_exact_at_every_cut_of_small_models(arch):
     assert _exact_on_every_cut(net) == []
 
 
+@pytest.mark.slow  # over 1.5 s here: out of the fast tier
 @pytest.mark.parametrize("arch", LARGE)
 def test_head_then_tail_is_exact_at_a_sample_of_cuts_of_larger_models(arch):
     torch.manual_seed(0)
@@ -133,6 +135,7 @@ def test_cumulative_timing_grows_along_the_graph():
     assert cat.total_flops > cat.cuts[-1].flops_before > cat.cuts[0].flops_before > 0
 
 
+@pytest.mark.slow  # over 1.5 s here: out of the fast tier
 @pytest.mark.parametrize(("arch", "split"), [("efficientnet_b0", "features.3"), ("vit_b_16", "encoder.layers"),
                                              ("tests.user_model:build", "stem")])
 def test_butterfly_at_any_cut(arch, split):

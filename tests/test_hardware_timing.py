@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import statistics
 
+import pytest
+
 from actors.cloud_profile import ProfileCloudServer
 from actors.device_pool import DevicePool
 from testbed.config.loading import load_topology
@@ -29,6 +31,7 @@ async def _device_only(topo, forbid_compute: bool):
         await pool.stop()
 
 
+@pytest.mark.slow  # over 1.5 s here: out of the fast tier
 def test_a_device_faster_than_the_host_is_replayed_at_the_profiles_time(write_topology, minimal_yaml):
     topo = _topology(write_topology, minimal_yaml, "strategies=[device_only]", "duration_s=2",
                      "devices.count=2", "devices.arrival.rate_hz=5", "device_classes.phone.hardware=jetson_tx2")
@@ -44,6 +47,7 @@ def test_a_device_faster_than_the_host_is_replayed_at_the_profiles_time(write_to
     assert all(r["energy_compute_mj"] == round(r["head_ms"] * 7.5, 4) for r in recs)  # the profile's 7.5 W
 
 
+@pytest.mark.slow  # over 1.5 s here: out of the fast tier
 def test_a_device_slower_than_the_host_is_time_scaled_to_the_profile(write_topology, minimal_yaml, tmp_path):
     board = tmp_path / "slow_board.yaml"
     board.write_text("kind: device\nfull_model_ms: 1500\ncompute_power_w: 2\n")
@@ -58,6 +62,7 @@ def test_a_device_slower_than_the_host_is_time_scaled_to_the_profile(write_topol
     assert statistics.median(r["e2e_ms"] for r in recs) >= 1500
 
 
+@pytest.mark.slow  # over 1.5 s here: out of the fast tier
 def test_a_replica_with_a_profile_answers_after_the_profiles_batch_time(write_topology, minimal_yaml, tmp_path):
     # times well above this host's decode, so a loaded 2-core host keeps up (an overrun is counted, not hidden)
     gpu = tmp_path / "gpu.yaml"
@@ -98,6 +103,7 @@ def test_a_replica_with_a_profile_answers_after_the_profiles_batch_time(write_to
     assert all(len(v) == 1 for v in answers.values())
 
 
+@pytest.mark.slow  # over 1.5 s here: out of the fast tier
 def test_the_replicas_latency_curve_is_measured_by_the_same_code_a_gpu_uses(write_topology, minimal_yaml):
     """On a GPU (cloud.device cuda, no profile) start() records this curve; here the same code runs on the CPU."""
     from actors.cloud_server import CloudServer

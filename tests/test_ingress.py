@@ -260,6 +260,7 @@ ATTACKS = [attack_zstd_bomb, attack_lying_shapes, attack_image_bomb, attack_over
            attack_idle_connections]
 
 
+@pytest.mark.slow  # over 1.5 s here: out of the fast tier
 @pytest.mark.parametrize("attack", ATTACKS, ids=[a.__name__ for a in ATTACKS])
 def test_after_each_attack_a_device_gets_its_answer_in_normal_time(replica, attack):
     t0 = time.monotonic()

@@ -100,6 +100,7 @@ def test_rung_a_puts_butterfly_ahead_of_cloud_only_on_every_network(tmp_path):
     assert rows["3g"]["latency_x"] > rows["lte"]["latency_x"] > rows["wifi"]["latency_x"]
 
 
+@pytest.mark.slow  # over 1.5 s here: out of the fast tier
 def test_validate_checks_every_rung_and_exits_2_naming_the_rung(capsys):
     from testbed.cli import main
 

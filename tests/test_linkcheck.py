@@ -31,6 +31,7 @@ def test_userspace_check_measures_each_group_and_direction(write_topology, minim
         assert -1.0 <= r.error_pct <= 5.0  # never early; late by the loop's timer granularity at most
 
 
+@pytest.mark.slow  # over 1.5 s here: out of the fast tier
 def test_cli_prints_the_table(write_topology, minimal_yaml):
     proc = subprocess.run([sys.executable, str(ROOT / "run.py"), str(write_topology(minimal_yaml)), "--check-links",
                            "--set", "throttling.backend=userspace"], capture_output=True, text=True, timeout=120)

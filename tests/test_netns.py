@@ -106,6 +106,7 @@ async def _transfer_times(lay: NetnsLayout, i: int, up_bytes: int, down_bytes: i
     return marks["up_done"] - t0, t_end - marks["up_done"]
 
 
+@pytest.mark.slow  # over 1.5 s here: out of the fast tier
 @needs_kernel
 @pytest.mark.parametrize("nbytes", [100_000, 1_000_000])
 def test_per_device_rates_in_namespaces_within_5_percent(namespaces, nbytes):
@@ -118,6 +119,7 @@ def test_per_device_rates_in_namespaces_within_5_percent(namespaces, nbytes):
         assert down_s == pytest.approx(nbytes * 8 / (link.downlink_mbps * 1e6), rel=0.05)
 
 
+@pytest.mark.slow  # over 1.5 s here: out of the fast tier
 @needs_kernel
 def test_trace_rates_follow_the_trace(namespaces, tmp_path):
     # 2 s period: 1000 opportunities in the first second (12 Mbit/s), 250 in the second (3 Mbit/s)

@@ -57,6 +57,7 @@ def test_a_read_only_place_is_an_error_before_the_run(tmp_path):
         prepare_out(ro / "results")
 
 
+@pytest.mark.slow  # over 1.5 s here: out of the fast tier
 def test_the_cli_refuses_an_unusable_out_with_exit_2(tmp_path):
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "summary.json").write_text("{}")

@@ -57,6 +57,7 @@ def test_tail_replay_interpolates_between_calibrated_batches_and_scales_by_speed
         TailReplay({}, 1.0)
 
 
+@pytest.mark.slow  # over 1.5 s here: out of the fast tier
 def test_replayed_cloud_answers_real_frames_and_says_it_is_replayed(write_topology, minimal_yaml):
     topo = load_topology(write_topology(minimal_yaml), [
         "duration_s=1", "warmup_s=0", "strategies=[butterfly, cloud_only]", "devices.arrival.rate_hz=4",
@@ -92,6 +93,7 @@ def test_replayed_cloud_answers_real_frames_and_says_it_is_replayed(write_topolo
             assert r["cloud_ms"] >= 0.9 * replay.batch_ms(r["batch_size"])
 
 
+@pytest.mark.slow  # over 1.5 s here: out of the fast tier
 def test_replayed_cloud_gives_split_predictions_its_replayed_time(write_topology, minimal_yaml):
     """dynamic predicts the cloud's time per cut from what the replica reports: the replayed time, not the
     host's real time (replay_speed times larger)."""

@@ -61,6 +61,7 @@ def test_a_csv_population_reproduces_its_rows_exactly(tmp_path):
                                        "device_downlink_kbps": down}
 
 
+@pytest.mark.slow  # over 1.5 s here: out of the fast tier
 @pytest.mark.parametrize(("text", "where"), [
     ("device,compute_ms,uplink_kbps\n0,100,1000\n", ":1: missing column(s) downlink_kbps"),
     ("device,compute_ms,uplink_kbps,downlink_kbps\n0,100,1000,2000\n1,100,-5,2000\n", ":3: column uplink_kbps"),

@@ -71,6 +71,7 @@ def test_loss_pct_and_loss_model_are_alternatives():
     assert (up.queue_packets, up.queue_bytes, up.ge_loss) == (8, None, (0.1, 0.5, 0.0, 1.0))
 
 
+@pytest.mark.slow  # over 1.5 s here: out of the fast tier
 @pytest.mark.timeout(300)
 def test_drop_tail_drops_are_in_the_records_and_summary(write_topology, minimal_yaml):
     topo = load_topology(write_topology(minimal_yaml), [

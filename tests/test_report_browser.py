@@ -41,6 +41,7 @@ def loaded_plots(page: Path, tmp_path: Path) -> tuple[int, str]:
     return int(m.group(1)), proc.stdout
 
 
+@pytest.mark.slow  # over 1.5 s here: out of the fast tier
 def test_every_plot_of_report_html_decodes_in_chromium(tmp_path):
     page = write_report(make_run(tmp_path / "run", faults=[{"name": "outage", "start_s": 2, "end_s": 4}]))
     embedded = page.read_text().count("<img")
@@ -56,6 +57,7 @@ def test_compare_html_plot_decodes_in_chromium(tmp_path):
     assert loaded_plots(page, tmp_path)[0] == 1
 
 
+@pytest.mark.slow  # over 1.5 s here: out of the fast tier
 def test_a_broken_image_is_not_counted(tmp_path):
     """The check can fail: an image the browser cannot decode is left out of the count."""
     page = write_report(make_run(tmp_path / "run"))

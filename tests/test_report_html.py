@@ -177,6 +177,7 @@ def test_read_rows_gives_back_the_types_that_were_written(tmp_path):
     assert read_rows(tmp_path / "missing.csv") == []
 
 
+@pytest.mark.slow  # over 1.5 s here: out of the fast tier
 def test_cli_report_rebuilds_the_page_and_exits_2_on_a_bad_folder(tmp_path):
     folder = make_run(tmp_path / "run")
     ok = subprocess.run([sys.executable, str(ROOT / "run.py"), "report", str(folder)], capture_output=True, text=True,

@@ -129,6 +129,7 @@ async def _phase(topo, strategy="butterfly"):
     return [r for r in await run_phase(topo, strategy) if r["status"] == "completed"]
 
 
+@pytest.mark.slow  # over 1.5 s here: out of the fast tier
 @pytest.mark.timeout(300)
 def test_promotion_after_the_tail_none_within_it(write_topology, minimal_yaml):
     # 1 Hz: a request finds the radio idle (tail 300 ms) unless a loaded host made the one before last 700 ms;
@@ -193,6 +194,7 @@ def test_predictions_include_promotion_and_drx(lte):
     assert gap == pytest.approx(260.1 + 39 ** 2 / 80)  # promotion + the mean wait for a 1 ms on in 40 ms
 
 
+@pytest.mark.slow  # over 1.5 s here: out of the fast tier
 @pytest.mark.timeout(300)
 def test_prediction_matches_measurement_for_an_idle_device(write_topology, minimal_yaml):
     """With RRC on, best_static's prediction misses the measured e2e by as much as with RRC off: the promotion

@@ -46,6 +46,7 @@ async def _one_phase(topo, strategy, before=None):
         await cloud.stop()
 
 
+@pytest.mark.slow  # over 1.5 s here: out of the fast tier
 def test_every_strategy_completes_with_real_bytes(write_topology, minimal_yaml):
     topo = _topology(write_topology, minimal_yaml)
 
@@ -84,6 +85,7 @@ def test_every_strategy_completes_with_real_bytes(write_topology, minimal_yaml):
     assert stats["completed"] == len(out["butterfly"]) + len(out["cloud_only"])
 
 
+@pytest.mark.slow  # over 1.5 s here: out of the fast tier
 def test_head_time_is_stretched_to_the_device_speed(write_topology, minimal_yaml):
     topo = _topology(write_topology, minimal_yaml, "strategies=[device_only]", "device_classes.phone.speed=0.25")
 
@@ -102,6 +104,7 @@ def test_head_time_is_stretched_to_the_device_speed(write_topology, minimal_yaml
         assert r["e2e_ms"] >= r["head_ms"]
 
 
+@pytest.mark.slow  # over 1.5 s here: out of the fast tier
 def test_full_queue_rejects_with_a_reason_and_nothing_vanishes(write_topology, minimal_yaml):
     topo = _topology(write_topology, minimal_yaml, "strategies=[cloud_only]", "cloud.queue_limit=1",
                      "cloud.max_batch_size=1", "devices.count=6", "devices.arrival.rate_hz=10",
@@ -114,6 +117,7 @@ def test_full_queue_rejects_with_a_reason_and_nothing_vanishes(write_topology, m
     assert len(recs) == stats["requests"]  # every request sent ended as one record
 
 
+@pytest.mark.slow  # over 1.5 s here: out of the fast tier
 def test_request_timeout_is_recorded(write_topology, minimal_yaml):
     topo = _topology(write_topology, minimal_yaml, "strategies=[butterfly]", "request_timeout_s=0.2",
                      "devices.count=1", "duration_s=0.6")
@@ -137,6 +141,7 @@ class _Slow:
         return self.inner(x)
 
 
+@pytest.mark.slow  # over 1.5 s here: out of the fast tier
 @pytest.mark.parametrize("garbage", [
     b"GET / HTTP/1.1\r\n\r\n",
     b"SPB1" + struct.pack("!II", 10, 0) + b"{",  # truncated
@@ -159,6 +164,7 @@ def test_malformed_frames_close_that_connection_only(write_topology, minimal_yam
     assert stats["bad_frames"] == 1
 
 
+@pytest.mark.slow  # over 1.5 s here: out of the fast tier
 @pytest.mark.parametrize("policy", ["round_robin", "least_outstanding", "power_of_two"])
 def test_balanced_devices_use_every_replica(write_topology, minimal_yaml, policy):
     topo = _topology(write_topology, minimal_yaml, "strategies=[butterfly]", "cloud.replicas=2",
@@ -187,6 +193,7 @@ def test_balanced_devices_use_every_replica(write_topology, minimal_yaml, policy
     assert all(s["completed"] > 0 for s in stats)
 
 
+@pytest.mark.slow  # over 1.5 s here: out of the fast tier
 def test_replayed_compute_sends_the_same_kind_of_bytes_without_computing(write_topology, minimal_yaml):
     topo = _topology(write_topology, minimal_yaml, "strategies=[butterfly]", "pools.compute=replay",
                      "devices.count=4", "devices.arrival.rate_hz=4")

@@ -61,6 +61,7 @@ def test_image_folder_is_read_per_class(tmp_path):
         assert np.array_equal(images[:, 0, 0, 0], np.where(labels == 0, 30, 220))
 
 
+@pytest.mark.slow  # over 1.5 s here: out of the fast tier
 def test_training_reduces_the_loss_on_real_digits(trained):
     _, losses = trained
     assert len(losses) == 20
