@@ -30,6 +30,7 @@ from testbed.batching import DynamicBatcher
 from testbed.clock import BOOT_ID, now, same_clock
 from testbed.config import ModelSpec, Topology
 from testbed.devices import device_table
+from testbed.event_loop import running_loop_name
 from testbed.host import ProcessUsage, cpu_model, freeze_heap, ray_node_id, ray_node_ip
 from testbed.wire import ProtocolError, encode_frame, read_frame
 from throttling.links import LinkBackend, userspace_part
@@ -184,8 +185,9 @@ class CloudServer:
         port = self._server.sockets[0].getsockname()[1]
         self._spawn(self._sample_load())
         freeze_heap()
+        print(f"replica {self.replica}: event loop: {running_loop_name()}", flush=True)  # the run's log says which
         return {"replica": self.replica, "host": host, "port": port, "pid": os.getpid(), "node_id": ray_node_id(),
-                "token": self.token, **info}
+                "token": self.token, "event_loop": running_loop_name(), **info}
 
     def _build(self) -> dict[str, Any]:
         """One model copy; the cloud part of every cut the run's policies may send (views into it)."""

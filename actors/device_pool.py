@@ -30,6 +30,7 @@ from testbed.clock import BOOT_ID, now, same_clock, sleep_until
 from testbed.config import Topology
 from testbed.devices import DeviceSpec, arrivals, device_table
 from testbed.energy import RadioAccount, compute_energy_mj, radio_transfer_mj, tail_energy_mj
+from testbed.event_loop import running_loop_name
 from testbed.host import freeze_heap, ray_node_id
 from testbed.live import LiveCounts
 from testbed.metrics import new_record
@@ -152,7 +153,8 @@ class DevicePool:
         if self.cpu["name"] == "cgroup":
             for cls, speed in sorted({(s.device_class, self._speed(s)) for s in self.specs if s.hardware is None}):
                 await self._cap_class(cls, speed)
-        return {"host_ms": self.calibration, "caps": self.cap_calibration}
+        print(f"pool {self.pool_id}: event loop: {running_loop_name()}", flush=True)  # the run's log says which
+        return {"host_ms": self.calibration, "caps": self.cap_calibration, "event_loop": running_loop_name()}
 
     async def _cap_class(self, cls: str, speed: float) -> None:
         """A compute thread for one device class, capped and calibrated to host time / speed."""
