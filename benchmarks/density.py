@@ -123,15 +123,15 @@ def run_point(devices: int, args: argparse.Namespace, out_root: Path) -> dict[st
                 peak_pool_uss[pid] = max(peak_pool_uss.get(pid, 0.0), uss)
         if phase.is_set() and t_phase is None:
             t_phase, at_phase = time.monotonic(), {pid: v[3] for pid, v in last.items()}
+            if args.py_spy:  # once, at the phase's start
+                for kind in ("DevicePool", "CloudServer"):
+                    _profile(next((p for p, v in last.items() if v[0] == kind), None), kind, args, out_root, devices)
         if t_phase is not None:  # CPU over the measured seconds only (after warm-up, before the results are written)
             t_in = time.monotonic() - t_phase
             if t_in >= args.warmup and not window_start:
                 window_start = {pid: v[3] for pid, v in last.items()}
             if t_in <= args.warmup + args.duration:
                 window_end = {pid: v[3] for pid, v in last.items()}
-            if args.py_spy:
-                for kind in ("DevicePool", "CloudServer"):
-                    _profile(next((p for p, v in last.items() if v[0] == kind), None), kind, args, out_root, devices)
         time.sleep(1.0)
     wall = time.monotonic() - t0
     reader.join(5)
