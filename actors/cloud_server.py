@@ -27,6 +27,7 @@ import numpy as np
 
 from testbed.base import codec, wire
 from testbed.base.clock import BOOT_ID, now, same_clock
+from testbed.base.event_loop import running_loop_name
 from testbed.base.wire import ProtocolError, encode_frame, read_frame
 from testbed.config.schema import ModelSpec, Topology
 from testbed.domain import ingress, split_policy
@@ -185,8 +186,9 @@ class CloudServer:
         port = self._server.sockets[0].getsockname()[1]
         self._spawn(self._sample_load())
         freeze_heap()
+        print(f"replica {self.replica}: event loop: {running_loop_name()}", flush=True)  # the run's log says which
         return {"replica": self.replica, "host": host, "port": port, "pid": os.getpid(), "node_id": ray_node_id(),
-                "token": self.token, **info}
+                "token": self.token, "event_loop": running_loop_name(), **info}
 
     def _build(self) -> dict[str, Any]:
         """One model copy; the cloud part of every cut the run's policies may send (views into it)."""

@@ -19,6 +19,7 @@ from actors.connection import Replicas
 from actors.device import Device, DeviceHost
 from actors.heads import Heads
 from testbed.base.clock import now, same_clock
+from testbed.base.event_loop import running_loop_name
 from testbed.config.schema import Topology
 from testbed.domain import hardware, split_policy
 from testbed.domain.balancing import ReplicaChooser
@@ -70,7 +71,8 @@ class DevicePool:
         if self.cpu["name"] == "cgroup":
             for cls, speed in sorted({(s.device_class, self._speed(s)) for s in self.specs if s.hardware is None}):
                 await self._cap_class(cls, speed)
-        return {"host_ms": self.calibration, "caps": self.cap_calibration}
+        print(f"pool {self.pool_id}: event loop: {running_loop_name()}", flush=True)  # the run's log says which
+        return {"host_ms": self.calibration, "caps": self.cap_calibration, "event_loop": running_loop_name()}
 
     async def _cap_class(self, cls: str, speed: float) -> None:
         """A compute thread for one device class, capped and calibrated to host time / speed."""

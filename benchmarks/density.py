@@ -42,25 +42,32 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 TOPOLOGY = ROOT / "topologies/density_1000.yaml"
 ERROR_P95_PCT, ACHIEVED_FRACTION, MB_PER_DEVICE = 5.0, 0.95, 2.0
-ROLES = ("DevicePool", "CloudServer", "driver")
+ROLES = ("DevicePool", "CloudServer", "driver", "raylet", "gcs", "ray_other")
 
 
 def _role(p: psutil.Process, driver_pid: int) -> str | None:
+    """The kind of one process of the run's tree: a pool, a replica, the driver, Ray's GCS, raylet, or Ray's other
+    helpers (dashboard, log monitor, idle workers), all found under the driver's own process tree."""
     if p.pid == driver_pid:
         return "driver"
     try:
-        name = " ".join(p.cmdline()[:1]) or p.name()
+        name = " ".join(p.cmdline()[:2]) or p.name()
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return None
     if "DevicePool" in name:
         return "DevicePool"
     if "CloudServer" in name:  # ReplayCloudServer too
         return "CloudServer"
-    return None
+    if "gcs_server" in name:
+        return "gcs"
+    if "raylet" in name:
+        return "raylet"
+    return "ray_other"
 
 
-def _sample(driver: psutil.Process) -> dict[int, tuple[str, float, float]]:
-    """pid -> (role, RSS MB, CPU seconds so far) for the run's pools, replicas and driver."""
+def _sample(driver: psutil.Process) -> dict[int, tuple[str, float, float, float]]:
+    """pid -> (kind, RSS MB, USS MB, CPU seconds so far) for every process of the run (USS for pools only: it
+    walks the process's page maps)."""
     out = {}
     try:
         procs = [driver, *driver.children(recursive=True)]
@@ -73,7 +80,8 @@ def _sample(driver: psutil.Process) -> dict[int, tuple[str, float, float]]:
         try:
             with p.oneshot():
                 t = p.cpu_times()
-                out[p.pid] = (role, p.memory_info().rss / 2**20, t.user + t.system)
+                uss = p.memory_full_info().uss / 2**20 if role == "DevicePool" else 0.0
+                out[p.pid] = (role, p.memory_info().rss / 2**20, uss, t.user + t.system)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
     return out
@@ -101,18 +109,29 @@ def run_point(devices: int, args: argparse.Namespace, out_root: Path) -> dict[st
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     peak_pool_rss: dict[int, float] = {}
+    peak_pool_uss: dict[int, float] = {}
     at_phase: dict[int, float] = {}
-    last: dict[int, tuple[str, float, float]] = {}
+    last: dict[int, tuple[str, float, float, float]] = {}
     t_phase = None
+    window_start: dict[int, float] = {}
+    window_end: dict[int, float] = {}
     while proc.poll() is None:
-        for pid, (role, rss, cpu) in _sample(driver).items():
-            last[pid] = (role, rss, cpu)
+        for pid, (role, rss, uss, cpu) in _sample(driver).items():
+            last[pid] = (role, rss, uss, cpu)
             if role == "DevicePool":
                 peak_pool_rss[pid] = max(peak_pool_rss.get(pid, 0.0), rss)
+                peak_pool_uss[pid] = max(peak_pool_uss.get(pid, 0.0), uss)
         if phase.is_set() and t_phase is None:
-            t_phase, at_phase = time.monotonic(), {pid: c for pid, (_, _, c) in last.items()}
-            if args.py_spy:
-                _profile(next((p for p, v in last.items() if v[0] == "DevicePool"), None), args, out_root, devices)
+            t_phase, at_phase = time.monotonic(), {pid: v[3] for pid, v in last.items()}
+            if args.py_spy:  # once, at the phase's start
+                for kind in ("DevicePool", "CloudServer"):
+                    _profile(next((p for p, v in last.items() if v[0] == kind), None), kind, args, out_root, devices)
+        if t_phase is not None:  # CPU over the measured seconds only (after warm-up, before the results are written)
+            t_in = time.monotonic() - t_phase
+            if t_in >= args.warmup and not window_start:
+                window_start = {pid: v[3] for pid, v in last.items()}
+            if t_in <= args.warmup + args.duration:
+                window_end = {pid: v[3] for pid, v in last.items()}
         time.sleep(1.0)
     wall = time.monotonic() - t0
     reader.join(5)
@@ -122,7 +141,11 @@ def run_point(devices: int, args: argparse.Namespace, out_root: Path) -> dict[st
     summary = json.loads((out / "summary.json").read_text())
     st = next(iter(summary["strategies"].values()))
     fid = summary["fidelity"]
-    cpu = {r: sum(c - at_phase.get(pid, 0.0) for pid, (role, _, c) in last.items() if role == r) for r in ROLES}
+    cpu = {r: sum(v[3] - at_phase.get(pid, 0.0) for pid, v in last.items() if v[0] == r) for r in ROLES}
+    window_s = args.duration
+    cpu_window = {r: sum(window_end.get(pid, 0.0) - window_start.get(pid, window_end.get(pid, 0.0))
+                         for pid, v in last.items() if v[0] == r) for r in ROLES}
+    done = st["by_status"].get("completed", 0)
     rate = summary["topology"]["devices"][0]["arrival"]["rate_hz"]
     return {
         "devices": devices, "pools": len(peak_pool_rss), "load1": load_before, "wall_s": wall,
@@ -132,28 +155,37 @@ def run_point(devices: int, args: argparse.Namespace, out_root: Path) -> dict[st
         "up_err_p95_pct": fid["uplink_vs_configured_pct"]["p95"], "write_err_p95_ms": fid["uplink_error_ms_p95"],
         "e2e_p50_ms": st["latency_ms"]["p50"], "e2e_p95_ms": st["latency_ms"]["p95"],
         "emu_wait_p95_ms": fid["emu_wait_ms_p95"],
-        "pool_rss_mb": sum(peak_pool_rss.values()),
+        "pool_rss_mb": sum(peak_pool_rss.values()), "pool_uss_mb": sum(peak_pool_uss.values()),
+        "completed": done, "cpu_window_s": cpu_window, "window_done": st["throughput_rps"] * window_s,
+        "completion": done / max(1, st.get("requests", 0) or sum(st["by_status"].values())),
+        "loop": _loop_line(log),
         "cpu_s": cpu, "timeline_s": summary.get("timeline_s", {}),
     }
 
 
-def _profile(pid: int | None, args: argparse.Namespace, out_root: Path, devices: int) -> None:
-    """py-spy one pool for --py-spy seconds (in the background) and print its hottest frames when done."""
+def _loop_line(log: str) -> str:
+    """Which event loop the run's actors said they ran (`event loop: uvloop`), or "not reported"."""
+    found = sorted({line.split("event loop:", 1)[1].split()[0] for line in log.splitlines() if "event loop:" in line})
+    return ",".join(found) or "not reported"
+
+
+def _profile(pid: int | None, kind: str, args: argparse.Namespace, out_root: Path, devices: int) -> None:
+    """py-spy one process for --py-spy seconds (in the background) and print its hottest frames when done."""
     if pid is None:
         return
-    raw = out_root / f"pool-n{devices}.pyspy.txt"
+    raw = out_root / f"{kind}-n{devices}.pyspy.txt"
     exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     cmd = [exe, "record", "-p", str(pid), "-d", f"{args.py_spy:g}", "-r", "100", "-f", "raw", "-o", str(raw),
            "--nonblocking"]
 
     def run() -> None:
         subprocess.run(cmd, capture_output=True, timeout=args.py_spy + 30, check=False)
-        print(hot_frames(raw, devices), flush=True)
+        print(hot_frames(raw, kind, devices), flush=True)
 
     threading.Thread(target=run, daemon=True).start()
 
 
-def hot_frames(raw: Path, devices: int, top: int = 12) -> str:
+def hot_frames(raw: Path, kind: str, devices: int, top: int = 12) -> str:
     """Leaf (own-time) share per frame from py-spy's raw output; idle waits in epoll are kept and named."""
     own: Counter[str] = Counter()
     try:
@@ -166,7 +198,7 @@ def hot_frames(raw: Path, devices: int, top: int = 12) -> str:
             own[stack.split(";")[-1]] += int(n)
     total = sum(own.values()) or 1
     rows = [f"  {100 * n / total:5.1f}%  {frame[:110]}" for frame, n in own.most_common(top)]
-    return f"py-spy, one pool at {devices} devices ({total} samples), own time per frame:\n" + "\n".join(rows)
+    return f"py-spy, one {kind} at {devices} devices ({total} samples), own time per frame:\n" + "\n".join(rows)
 
 
 def _breaks(row: dict[str, Any]) -> list[str]:
@@ -194,6 +226,23 @@ def print_table(rows: list[dict[str, Any]]) -> None:
               f"{r['pool_rss_mb']:>11.0f} {r.get('mb_per_device', float('nan')):>6.2f} "
               f"{pct['DevicePool']:>10.0f} {pct['CloudServer']:>10.0f} {pct['driver']:>11.0f} "
               f"{first if first is not None else float('nan'):>11.1f}")
+
+
+def print_cost_table(rows: list[dict[str, Any]]) -> None:
+    """CPU milliseconds per completed request per process kind and in total, memory per pool and per device."""
+    kinds = ("DevicePool", "CloudServer", "driver", "raylet", "gcs", "ray_other")
+    print("CPU ms per completed request over the measured seconds (after warm-up; sampled once a second), "
+          "memory, completion:")
+    print(f"{'devices':>7} {'load1':>5} {'loop':>8} " + " ".join(f"{k:>11}" for k in kinds)
+          + f" {'total':>7} {'RSS/pool':>8} {'USS/pool':>8} {'MB/dev':>6} {'done %':>6} {'up err p95':>10}")
+    for r in rows:
+        n = max(1.0, r["window_done"])
+        ms = {k: 1000 * r["cpu_window_s"].get(k, 0.0) / n for k in kinds}
+        pools = max(1, r["pools"])
+        print(f"{r['devices']:>7} {r['load1']:>5.2f} {r['loop']:>8} " + " ".join(f"{ms[k]:>11.3f}" for k in kinds)
+              + f" {sum(ms.values()):>7.3f} {r['pool_rss_mb'] / pools:>8.0f} {r['pool_uss_mb'] / pools:>8.0f} "
+              f"{r.get('mb_per_device', float('nan')):>6.2f} {100 * r['completion']:>6.1f} "
+              f"{r['up_err_p95_pct']:>10.2f}")
 
 
 def add_memory_per_device(rows: list[dict[str, Any]]) -> float:
@@ -262,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     fixed = add_memory_per_device(rows)
     print(f"pool fixed cost (RSS per pool at {rows[0]['devices']} devices): {fixed:.0f} MB")
     print_table(rows)
+    print_cost_table(rows)
     broken = [(r["devices"], why) for r in rows if (why := _breaks(r))]
     ok = [r["devices"] for r in rows if not _breaks(r)]
     print(f"targets: uplink error p95 <= {ERROR_P95_PCT:g}%, achieved >= {ACHIEVED_FRACTION:.0%} of offered, "

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from actors.cloud_server import CloudServer, Job, Outcome  # noqa: E402
 from actors.connection import Connection  # noqa: E402
-from testbed.base import codec  # noqa: E402
+from testbed.base import codec, event_loop  # noqa: E402
 from testbed.base.clock import now  # noqa: E402
 from testbed.base.wire import encode_frame  # noqa: E402
 from testbed.config.loading import load_topology  # noqa: E402
@@ -158,6 +158,13 @@ def _ray_rtts(n: int) -> list[float]:
 
 
 # ------------------------------------------------------------------ report
+def _overhead_on(factory: Any, requests: int) -> tuple[float, float]:
+    """(testbed, raw TCP) median round trip in ms, both on loops from `factory`."""
+    tb = statistics.median(event_loop.run(_testbed_rtts(requests), factory))
+    raw = statistics.median(event_loop.run(_raw_tcp_rtts(requests, 3800), factory))
+    return tb, raw
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeats", type=int, default=10, help="messages per link (default 10)")
@@ -174,8 +181,15 @@ def main() -> int:
                   f"{percentile([abs(e) for e in errs], 95):>13.2f}")
 
     print("\n== per-request round trip on loopback (median ms, after 10% warm-up)")
-    tb = statistics.median(asyncio.run(_testbed_rtts(args.requests)))
-    raw = statistics.median(asyncio.run(_raw_tcp_rtts(args.requests, 3800)))
+    plain = _overhead_on(asyncio.new_event_loop, args.requests)
+    fast = _overhead_on(event_loop.uvloop.new_event_loop, args.requests) if event_loop.uvloop else None
+    tb, raw = fast or plain
+    if fast:
+        print(f"{'event loop':<58}{'uvloop':>8}{'asyncio':>9}")
+        print(f"{'  raw asyncio TCP round trip':<58}{fast[1]:>8.3f}{plain[1]:>9.3f}")
+        print(f"{'  testbed request':<58}{fast[0]:>8.3f}{plain[0]:>9.3f}")
+        print(f"{'  testbed overhead (testbed - raw TCP)':<58}{fast[0] - fast[1]:>8.3f}{plain[0] - plain[1]:>9.3f}")
+        print("the figures below are uvloop's (the loop the pools and replicas run on when it is installed)")
     ray_rtt = statistics.median(_ray_rtts(max(200, args.requests // 4)))
     overhead = tb - raw
     print(f"{'raw asyncio TCP round trip (3.8 KB up, 180 B down)':<58}{raw:>8.3f}")
