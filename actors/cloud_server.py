@@ -186,7 +186,6 @@ class CloudServer:
         port = self._server.sockets[0].getsockname()[1]
         self._spawn(self._sample_load())
         freeze_heap()
-        print(f"replica {self.replica}: event loop: {running_loop_name()}", flush=True)  # the run's log says which
         return {"replica": self.replica, "host": host, "port": port, "pid": os.getpid(), "node_id": ray_node_id(),
                 "token": self.token, "event_loop": running_loop_name(), **info}
 

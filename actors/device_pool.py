@@ -71,7 +71,6 @@ class DevicePool:
         if self.cpu["name"] == "cgroup":
             for cls, speed in sorted({(s.device_class, self._speed(s)) for s in self.specs if s.hardware is None}):
                 await self._cap_class(cls, speed)
-        print(f"pool {self.pool_id}: event loop: {running_loop_name()}", flush=True)  # the run's log says which
         return {"host_ms": self.calibration, "caps": self.cap_calibration, "event_loop": running_loop_name()}
 
     async def _cap_class(self, cls: str, speed: float) -> None:

@@ -59,6 +59,8 @@ def _print_mechanisms(v: SummaryView, console: Console) -> None:
     fid = v.fidelity
     console.print(f"link: {v.link_text}")
     console.print(f"cpu: {v.cpu_text}")
+    if v.event_loops:
+        console.print(f"event loop: {', '.join(v.event_loops)} (RAY_USE_UVLOOP=0 for asyncio)")
     hw = v.hardware
     for name, m in {**hw.get("device_classes", {}), **hw.get("replicas", {})}.items():
         if m.get("profile"):

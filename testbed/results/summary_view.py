@@ -39,6 +39,7 @@ class SummaryView:
     link_text: str = ""  # backends.link: how links are shaped, in words
     cpu_text: str = ""  # backends.cpu: how device compute is emulated, in words
     cloud_devices: list[str] = field(default_factory=list)  # backends.cloud_device
+    event_loops: list[str] = field(default_factory=list)  # backends.event_loop: the replicas' (uvloop or asyncio)
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)  # for the key/value tables of the report
 
     @classmethod
@@ -59,7 +60,8 @@ class SummaryView:
             accuracy_by_cut=dict(summary.get("accuracy_by_cut") or {}),
             device_population=dict(summary.get("device_population") or {}),
             link_text=str(backends.get("link", "")), cpu_text=str(backends.get("cpu", "")),
-            cloud_devices=list(backends.get("cloud_device") or []), raw=summary)
+            cloud_devices=list(backends.get("cloud_device") or []),
+            event_loops=list(backends.get("event_loop") or []), raw=summary)
 
     @property
     def name(self) -> str:

@@ -106,7 +106,8 @@ def _actors_part(facts: RunFacts, records: list[dict[str, Any]]) -> dict[str, An
     return {
         "backends": {"link": facts.backend.describe(), "link_backend": facts.backend.to_dict(),
                      "cpu": facts.cpu.description, "cpu_mechanism": facts.cpu.name,
-                     "cloud_device": sorted({r.get("device_name", "?") + f" ({r.get('device')})" for r in replicas})},
+                     "cloud_device": sorted({r.get("device_name", "?") + f" ({r.get('device')})" for r in replicas}),
+                     "event_loop": sorted({str(r["event_loop"]) for r in replicas if r.get("event_loop")})},
         "placement": {"pools": {f"pool{p['pool']}": p.get("node_id") for p in pools},
                       "replicas": {f"replica{r['replica']}": r.get("node_id") for r in replicas}},
         "calibration_host_ms": {f"pool{p['pool']}": p["calibration_host_ms"] for p in pools},
