@@ -120,3 +120,39 @@ def test_energy_totals_follow_the_radio_and_a_tail_added_later():
     assert settled.fields()["energy_tail_mj"] == 0.6235 and settled.fields()["energy_mj"] == pytest.approx(4.3735)
     unknown = EnergyResult(compute_mj=2.0, transfer_mj=None, promotion_mj=0.0, tail_mj=0.0, totals_known=False)
     assert unknown.fields()["energy_mj"] is None and unknown.fields()["energy_radio_mj"] is None
+
+
+@pytest.mark.slow  # builds a model and two replicas
+def test_a_replica_dying_under_a_request_is_retried_on_the_other_and_says_so(write_topology, minimal_yaml):
+    topo = _topology(write_topology, minimal_yaml, "throttling.rrc=off", "cloud.replicas=2", "request_timeout_s=20")
+
+    async def go():
+        js = topo.model_dump_json()
+        clouds = [CloudServer(i, js) for i in range(2)]
+        addrs = [await c.start("127.0.0.1") for c in clouds]
+        pool = DevicePool(0, js, [0])
+        try:
+            await pool.prepare()
+            await pool.connect(addrs)
+            dev = pool._devices[0]
+            home = clouds[dev.conns[0].replica]
+
+            async def dies(job, shaper, peer, cost):  # the home replica takes the frame, then its end goes away
+                await asyncio.sleep(0.2)
+                peer.writer.transport.abort()
+
+            home._handle = dies
+            dev.start_phase("butterfly")
+            await dev.request("butterfly", "measure", 0.0)
+            dev.end_phase()
+            return pool.drain(final=True), home.replica, pool.fault_stats()
+        finally:
+            await pool.stop()
+            for c in clouds:
+                await c.stop()
+
+    recs, dead, stats = asyncio.run(go())
+    assert len(recs) == 1 and recs[0]["status"] == "completed", recs
+    r = recs[0]
+    assert r["replica"] == 1 - dead and r["reason"].startswith(f"retried after replica {dead} died")
+    assert stats["retries"] == 1 and r["bytes_up"] > 1_000 and r["uplink_ms"] > 0
