@@ -21,20 +21,30 @@ from typing import Any
 
 from actors.connection import Connection, Replicas
 from actors.heads import Heads
+from actors.steps import (
+    Arrival,
+    Choice,
+    ComputeResult,
+    EnergyResult,
+    ExchangeResult,
+    Outcome,
+    RadioResult,
+    Steps,
+    UplinkResult,
+)
 from testbed.base import wire
 from testbed.base.clock import now, same_clock, sleep_until
 from testbed.base.wire import encode_frame
 from testbed.config.schema import Topology
 from testbed.domain import hardware, split_policy
 from testbed.domain.balancing import ReplicaChooser
-from testbed.domain.energy import RadioAccount, compute_energy_mj, radio_transfer_mj, tail_energy_mj
+from testbed.domain.energy import RadioAccount
 from testbed.domain.live import LiveCounts
 from testbed.domain.split_policy import CloudTimes, CutProfile, LinkEstimator, Objective
 from testbed.plan import faults
 from testbed.plan.devices import DeviceSpec, arrivals
-from testbed.results.metrics import new_record
 from throttling.cpu import TimeScaledCpu
-from throttling.shaper import LinkDirection, LinkShaper
+from throttling.shaper import LinkDirection, LinkShaper, SendResult
 
 
 class RejectedError(Exception):
@@ -71,7 +81,7 @@ class Device:
     hw: hardware.DeviceHardware | None = None  # its hardware profile, if it has one
     conns: list[Connection] = field(default_factory=list)  # one per replica it may use
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    tail_owner: dict[str, Any] | None = None  # the record whose tail is still running (held back until known)
+    tail_owner: Steps | None = None  # the request whose tail is still running (held back until known)
     profiles: list[CutProfile] = field(default_factory=list)  # candidate cuts at this device's speed
     phase_cut: tuple[str, float | None] | None = None  # best_static: the phase's cut and its prediction
     # requests sent and not answered: (sent at, bytes, expected ms besides the transfer), for the estimate
@@ -114,26 +124,28 @@ class Device:
         """One request's whole life; it always ends as one record (completed, failed, timed_out)."""
         t_arrival = now()
         topo = self.host.topo
-        rec = new_record(strategy=strategy, phase=phase, device_id=self.spec.device_id,
-                         group=self.spec.group, request_id=next(self.host.ids), t_arrival_s=round(t_rel, 4),
-                         bytes_up=0, bytes_down=0)
+        steps = Steps(Arrival(strategy, phase, self.spec.device_id, self.spec.group, next(self.host.ids),
+                              round(t_rel, 4)))
         deadline = t_arrival + topo.request_timeout_s
+        status, reason = "completed", None
         try:
-            await self._run(strategy, rec, deadline)
-            rec["status"] = "completed"
+            await self._run(strategy, steps, deadline)
+            reason = steps.retried_after and f"retried after {steps.retried_after}"
         except asyncio.TimeoutError:
-            rec["status"] = "timed_out"
-            rec["reason"] = f"no answer within request_timeout_s={topo.request_timeout_s:g}"
+            status, reason = "timed_out", f"no answer within request_timeout_s={topo.request_timeout_s:g}"
         except RejectedError as e:
-            rec["status"], rec["reason"] = "failed", str(e)
+            status, reason = "failed", str(e)
         except Exception as e:  # noqa: BLE001 - one broken request never stops the run
-            rec["status"], rec["reason"] = "failed", f"{type(e).__name__}: {e}"
-        rec["e2e_ms"] = round((now() - t_arrival) * 1000, 3)
-        self._finish_energy(rec)
-        self.host.live.add(rec)
-        if self.tail_owner is rec:  # its tail is still running: released when the tail is known
+            status, reason = "failed", f"{type(e).__name__}: {e}"
+        steps.outcome = Outcome(status, reason, round((now() - t_arrival) * 1000, 3))
+        fields = steps.fields()
+        radio = steps.radio
+        steps.energy = EnergyResult.of(fields, self.spec.compute_power_w, self.spec.radio, radio is not None,
+                                       None if radio is None else radio.promotion_mj)
+        self.host.live.add(fields)
+        if self.tail_owner is steps:  # its tail is still running: released when the tail is known
             return
-        self.host.release(rec)
+        self.host.release(steps.row())
 
     def choose(self, strategy: str) -> tuple[str, float | None]:
         """(cut, predicted latency ms or None) for the next request of `strategy`."""
@@ -157,33 +169,32 @@ class Device:
                                       1000.0 / spec.arrival.rate_hz, self.host.objective, rrc)
         return best.cut, best.latency_ms
 
-    async def _run(self, strategy: str, rec: dict[str, Any], deadline: float) -> None:
+    async def _run(self, strategy: str, steps: Steps, deadline: float) -> None:
         async with self.lock:  # the device's own CPU: one frame at a time
             cut, predicted = self.choose(strategy)  # decided when the device starts on the frame
-            rec.update(cut=cut, est_uplink_mbps=round(self.estimator.uplink_mbps(now()), 4),
-                       predicted_ms=None if predicted is None else round(predicted, 3))
-            payload, header = await self._compute(cut, rec)
+            steps.choice = Choice(cut, round(self.estimator.uplink_mbps(now()), 4),
+                                  None if predicted is None else round(predicted, 3))
+            steps.compute = await self._compute(cut, steps.arrival.request_id)
         if cut == "device_only":
-            rec["top1"] = header["top1"]
             return
         if now() >= deadline:  # queued too long on the device: do not send a frame nobody awaits
             raise asyncio.TimeoutError
-        frame = encode_frame(wire.infer_message(rec["request_id"], cut, header.get("codec")), payload)
+        rid = steps.arrival.request_id
+        frame = encode_frame(wire.infer_message(rid, cut, steps.compute.header.get("codec")), steps.compute.payload)
         start = self.radio.start(now())  # the RRC state now: the promotion this request waits for and pays
-        rec.update(energy_promotion_mj=start.promotion_mj, rrc_state=start.state,
-                   rrc_promotion_ms=None if start.promotion_ms is None else round(start.promotion_ms, 3))
+        steps.radio = RadioResult(start.state, None if start.promotion_ms is None else round(start.promotion_ms, 3),
+                                  start.promotion_mj)
         if start.owed_tail_mj is not None:  # the previous request's tail ended when this one started
             self.settle_tail(start.owed_tail_mj)
         t_radio_end: float | None = None
         try:
-            t_radio_end = await self._exchange_with_failover(rec, frame, deadline, start.promotion_ms or 0.0)
+            t_radio_end = await self._exchange_with_failover(steps, frame, deadline, start.promotion_ms or 0.0)
         finally:
             if self.radio.end(t_radio_end or now()):
-                self.tail_owner = rec
+                self.tail_owner = steps
 
     # ------------------------------------------------------------ the exchange with the cloud
-    async def _exchange_with_failover(self, rec: dict[str, Any], frame: bytes, deadline: float,
-                                      hold_ms: float) -> float:
+    async def _exchange_with_failover(self, steps: Steps, frame: bytes, deadline: float, hold_ms: float) -> float:
         """`_exchange` on a live connection; if its replica dies under it, one retry elsewhere within the deadline."""
         lost = ""
         replicas = self.host.replicas
@@ -191,7 +202,7 @@ class Device:
             k = self.chooser.pick([len(c.pending) for c in self.conns], [c.reported_queue for c in self.conns])
             conn = await replicas.usable(self.conns, k, self.chooser.connects_to()[k], self.spec.device_id)
             try:
-                t_done = await self._exchange(conn, rec, frame, deadline, hold_ms)
+                t_done = await self._exchange(conn, steps, frame, deadline, hold_ms)
             except ConnectionError as e:
                 replicas.failover.lost(conn)
                 what = f"replica {conn.replica} died: {e}"
@@ -200,71 +211,71 @@ class Device:
                 lost, hold_ms = what, 0.0  # the radio was promoted by the first try
                 replicas.failover.retries += 1
                 continue
-            if lost:
-                rec["reason"] = f"retried after {lost}"
+            steps.retried_after = lost or None
             return t_done
 
-    async def _exchange(self, conn: Connection, rec: dict[str, Any], frame: bytes, deadline: float,
+    async def _exchange(self, conn: Connection, steps: Steps, frame: bytes, deadline: float,
                         hold_ms: float = 0.0) -> float:
-        """Send the frame, wait for the answer; returns when the answer's last byte arrived."""
-        rid = rec["request_id"]
+        """Send the frame, wait for the answer; returns when the answer's last byte arrived. The send's and the
+        answer's results go to `steps` as they come (a rejection keeps what it got)."""
+        rid, cut = steps.arrival.request_id, steps.choice.cut if steps.choice else ""
         fut = conn.expect(rid)
-        others_ms = 2 * self.estimator.one_way_ms + (conn.reported_queue + 1) * self.cloud_times.get(rec["cut"])
+        others_ms = 2 * self.estimator.one_way_ms + (conn.reported_queue + 1) * self.cloud_times.get(cut)
         self.outstanding[rid] = (now(), len(frame), others_ms)
         try:
             # The send is shielded: cancelling it half-way would corrupt the stream.
             sent = await asyncio.shield(self.uplink.send(conn.writer, frame, hold_ms))
-            rec["bytes_up"] = sent.nbytes
-            rec["uplink_ms"] = round(sent.ms, 3)
-            rec["uplink_error_ms"] = round(sent.error_ms, 3)
-            rec["lost_packets"] = sent.lost_packets
-            rec["queue_drops"] = sent.queue_drops
+            steps.uplink = UplinkResult(sent.nbytes, round(sent.ms, 3), round(sent.error_ms, 3), sent.lost_packets,
+                                        sent.queue_drops)
             reply, nbytes, t_done = await asyncio.wait_for(fut, max(0.0, deadline - now()))
         finally:
             conn.pending.pop(rid, None)
             self.outstanding.pop(rid, None)
-        rec["bytes_down"] = nbytes
-        rec["replica"] = reply.get("replica")
         if reply.get("status") != "ok":
-            rec["server_ms"] = reply.get("server_ms")
+            steps.exchange = ExchangeResult(nbytes, reply.get("replica"), reply.get("server_ms"))
             raise RejectedError(reply.get("reason", "rejected"))
-        rec.update(queue_ms=round(reply["queue_ms"], 3), cloud_ms=round(reply["cloud_ms"], 3),
-                   server_ms=round(reply["server_ms"], 3), batch_size=reply["batch_size"], top1=reply["top1"])
         # The uplink ends when the cloud has the last byte. On one host both sides read the same
         # monotonic clock, so the cloud's receive time is used (it includes kernel shaping, which
         # the device cannot see); across hosts, the device's own last-write time is used.
         t_up_done = reply["t_received"] if same_clock(reply.get("boot_id")) else sent.t_done
-        rec["uplink_ms"] = round((t_up_done - sent.t_start) * 1000, 3)  # with the RRC promotion
-        t_done = await self._drx_wait(rec, t_up_done, t_done)
-        fixed = self.configured_uplink.replay == "fixed rate" and self.configured_uplink.delay_trace_path is None
-        if fixed and not self.uplink.faulted(sent.t_start, t_up_done):
-            # what the configured link should take (idle, mean delay); not where a link fault changed the link
-            rec["uplink_ideal_ms"] = round(self.configured_uplink.ideal_ms(sent.nbytes) + hold_ms, 3)
+        uplink_ms = round((t_up_done - sent.t_start) * 1000, 3)  # with the RRC promotion
+        t_done, drx_ms = await self._drx_wait(t_up_done, t_done)
+        promotion_ms = steps.radio.rrc_promotion_ms if steps.radio else None
         # Device clock for the round trip; cloud clock for the time inside the server.
-        rec["downlink_ms"] = round((t_done - t_up_done) * 1000 - reply["server_ms"], 3)
-        self.estimator.observe(t_done, sent.nbytes, rec["uplink_ms"], rec["downlink_ms"])
-        self.cloud_times.observe(rec["cut"], reply["cloud_ms"])
+        downlink_ms = round((t_done - t_up_done) * 1000 - reply["server_ms"], 3)
+        steps.exchange = ExchangeResult(
+            nbytes, reply.get("replica"), round(reply["server_ms"], 3), uplink_ms, round(reply["queue_ms"], 3),
+            round(reply["cloud_ms"], 3), reply["batch_size"], reply["top1"],
+            self._ideal_uplink_ms(sent, t_up_done, hold_ms), downlink_ms, drx_ms,
+            None if None in (promotion_ms, drx_ms) else round((promotion_ms or 0.0) + (drx_ms or 0.0), 3))
+        self.estimator.observe(t_done, sent.nbytes, uplink_ms, downlink_ms)
+        self.cloud_times.observe(cut, reply["cloud_ms"])
         return t_done
 
-    async def _drx_wait(self, rec: dict[str, Any], t_up_done: float, t_done: float) -> float:
+    def _ideal_uplink_ms(self, sent: SendResult, t_up_done: float, hold_ms: float) -> float | None:
+        """What the configured link should take (idle, mean delay); None where no such figure holds (a trace,
+        a delay trace, or a link fault that changed the link during the send)."""
+        fixed = self.configured_uplink.replay == "fixed rate" and self.configured_uplink.delay_trace_path is None
+        if not fixed or self.uplink.faulted(sent.t_start, t_up_done):
+            return None
+        return round(self.configured_uplink.ideal_ms(sent.nbytes) + hold_ms, 3)
+
+    async def _drx_wait(self, t_up_done: float, t_done: float) -> tuple[float, float | None]:
         """The answer reached the device at `t_done`: a radio in DRX (or idle) takes it at its next on-duration.
-        Returns when the device has it; records the wait and the request's whole RRC time."""
+        Returns when the device has it and the wait (ms, None: timers unknown)."""
         self.radio.activity(t_up_done)
         wait_ms = self.radio.downlink_wait(t_done)
         if wait_ms:
             t_done += wait_ms / 1000.0
             await sleep_until(t_done)
         self.radio.activity(t_done)
-        rec["rrc_drx_ms"] = None if wait_ms is None else round(wait_ms, 3)
-        parts = (rec["rrc_promotion_ms"], rec["rrc_drx_ms"])
-        rec["rrc_ms"] = None if None in parts else round(sum(p for p in parts if p is not None), 3)
-        return t_done
+        return t_done, None if wait_ms is None else round(wait_ms, 3)
 
     # ------------------------------------------------------------ compute
-    async def _compute(self, cut: str, rec: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+    async def _compute(self, cut: str, request_id: int) -> ComputeResult:
         """Run the device side for real (or replay it), then stretch it to the device's speed."""
         heads = self.host.heads
-        index = rec["request_id"] % len(heads.frames)
+        index = request_id % len(heads.frames)
         t_submit = now()
         if self.replays:  # the same bytes and timings as the real run of this frame, no compute now
             _, head_s, enc_s, payload, header = heads.by_cut[cut].replayed[index]
@@ -272,7 +283,7 @@ class Device:
         else:
             t_exec, head_s, enc_s, payload, header = await asyncio.get_running_loop().run_in_executor(
                 self.executor, heads.work, cut, heads.frames[index])
-        rec["emu_wait_ms"] = round((t_exec - t_submit) * 1000, 3)
+        emu_wait_ms = round((t_exec - t_submit) * 1000, 3)
         if self.hw is not None:  # the profile's time; a replayed result is released at it, a real one waits to it
             head_ms = heads.hw_ms(self.hw, cut) if self.replays else max(head_s * 1000, heads.hw_ms(self.hw, cut))
             encode_ms = enc_s * 1000  # encoding is not in the profile: this host's time
@@ -284,45 +295,14 @@ class Device:
             head_ms = max(head_s * 1000, self.cpu.target_ms(host_ms)) if host_ms else 0.0
             encode_ms = self.cpu.target_ms(enc_s * 1000)
             await sleep_until(t_exec + (head_ms + encode_ms) / 1000)
-        rec["head_ms"] = round(head_ms, 3)
-        rec["encode_ms"] = round(encode_ms, 3)
-        return payload, header
+        return ComputeResult(emu_wait_ms, round(head_ms, 3), round(encode_ms, 3), payload, header)
 
     # ------------------------------------------------------------ energy
-    def _finish_energy(self, rec: dict[str, Any]) -> None:
-        """Compute, transfer, promotion and the tail known so far (the wait for the answer)."""
-        rec["energy_compute_mj"] = round(compute_energy_mj(
-            self.spec.compute_power_w, (rec["head_ms"] or 0) + (rec["encode_ms"] or 0)), 4)
-        radio = self.spec.radio
-        used_radio = rec["energy_promotion_mj"] is not None
-        rec["energy_promotion_mj"] = round(rec["energy_promotion_mj"] or 0.0, 4)
-        if not used_radio:
-            rec["energy_transfer_mj"] = 0.0
-        elif radio.known:  # the bytes on the air: not the promotion before them nor the DRX wait after
-            promotion_ms, drx_ms = rec["rrc_promotion_ms"], rec["rrc_drx_ms"]
-            rec["energy_transfer_mj"] = round(radio_transfer_mj(
-                radio, rec["bytes_up"] or 0, max(0.0, (rec["uplink_ms"] or 0) - (promotion_ms or 0)),
-                rec["bytes_down"] or 0, max(0.0, (rec["downlink_ms"] or 0) - (drx_ms or 0))), 4)
-        # between the last uplink byte and the answer (its DRX wait included) the radio is idle: tail power
-        idle_ms = (rec["server_ms"] or 0.0) + (rec["rrc_drx_ms"] or 0.0)
-        rec["energy_tail_mj"] = round(tail_energy_mj(radio, idle_ms), 4) if used_radio else 0.0
-        _total_energy(rec, radio.known or not used_radio)
-
     def settle_tail(self, tail_mj: float) -> None:
         """The held record's tail is now known: add it and release the record."""
-        rec, self.tail_owner = self.tail_owner, None
-        if rec is None:
+        steps, self.tail_owner = self.tail_owner, None
+        if steps is None:
             return
-        rec["energy_tail_mj"] = round((rec["energy_tail_mj"] or 0.0) + tail_mj, 4)
-        _total_energy(rec, self.spec.radio.known)
-        self.host.release(rec)
-
-
-def _total_energy(rec: dict[str, Any], radio_known: bool) -> None:
-    """energy_radio = transfer + promotion + tail; unknown radio coefficients leave both totals unknown."""
-    if not radio_known:
-        rec["energy_radio_mj"] = rec["energy_mj"] = None
-        return
-    radio = (rec["energy_transfer_mj"] or 0.0) + rec["energy_promotion_mj"] + rec["energy_tail_mj"]
-    rec["energy_radio_mj"] = round(radio, 4)
-    rec["energy_mj"] = round(rec["energy_compute_mj"] + radio, 4)
+        assert steps.energy is not None  # a request holds its tail only once it has ended
+        steps.energy = steps.energy.with_tail(tail_mj)
+        self.host.release(steps.row())
