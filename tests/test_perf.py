@@ -149,8 +149,12 @@ def test_density_benchmark_runs_at_tiny_size_and_prints_its_table(capsys):
     assert density.main(["--devices", "4,8", "--duration", "2", "--warmup", "0", "--per-pool", "4"]) == 0
     text = capsys.readouterr().out
     assert "up err p95 %" in text and "MB/dev" in text and "largest count meeting every target" in text
-    rows = [cells for line in text.splitlines() if (cells := line.split())[:1] in (["4"], ["8"]) and len(cells) > 10]
+    density_table, _, cost_table = text.partition("CPU ms per completed request")
+    rows = [c for line in density_table.splitlines() if (c := line.split())[:1] in (["4"], ["8"]) and len(c) > 10]
     assert [r[1] for r in rows] == ["1", "2"]  # pools: 4 per pool
+    costs = [c for line in cost_table.splitlines() if (c := line.split())[:1] in (["4"], ["8"])]
+    assert [c[0] for c in costs] == ["4", "8"]  # one CPU-cost row per device count, after the density table
+    assert all(float(x) >= 0 for c in costs for x in c[3:10])  # CPU ms per request: six process kinds, the total
 
 
 @pytest.mark.slow

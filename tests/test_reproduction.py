@@ -79,7 +79,11 @@ def test_paper_topology_reproduces_the_directions_of_every_comparison(tmp_path):
         assert groups["device_only"]["energy_breakdown_mj_mean"]["transfer"] == 0.0
         assert local["energy_mj"] == pytest.approx(groups["device_only"]["energy_breakdown_mj_mean"]["compute"])
     # the slower the uplink, the more the split gains over cloud_only (the papers' central claim)
-    assert table[("3g", "cloud_only")]["latency_ms"] > table[("wifi", "cloud_only")]["latency_ms"] + 100
+    # medians: with 8 requests a network, one request queued behind another at the shared replica moves a mean
+    # by 100 ms; the link alone puts 3G's cloud_only about 190 ms behind WiFi's (a 15.7 KB JPEG at 1.1 against
+    # 18.9 Mbit/s, and 100 against 20 ms of RTT)
+    p50 = {net: summary["groups"][net]["cloud_only"]["latency_ms"]["p50"] for net in ("3g", "wifi")}
+    assert p50["3g"] > p50["wifi"] + 100
     assert table[("3g", "butterfly")]["latency_x"] > table[("wifi", "butterfly")]["latency_x"]
     assert table[("3g", "butterfly")]["energy_paper_x"] > table[("wifi", "butterfly")]["energy_paper_x"]
 
