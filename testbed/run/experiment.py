@@ -26,8 +26,7 @@ from testbed.domain.host import host_facts
 from testbed.domain.live import since_command_start
 from testbed.plan.devices import device_table, device_values, replay_line, rrc_line
 from testbed.plan.faults import mechanism as faults_mechanism
-from testbed.report import html_report
-from testbed.report.load_report import write_report  # matplotlib's start-up cost only when there is load
+from testbed.report import html_report, load_report
 from testbed.results.folder import RunFolder
 from testbed.run.actor_set import Actors
 from testbed.run.fault_driver import ActorDeath, FaultDriver, FaultEvent
@@ -214,7 +213,7 @@ def _write_load_report(out_dir: Path, summary: dict[str, Any], records: list[dic
         return
 
     try:
-        write_report(out_dir, summary, records, load_rows)
+        load_report.write_report(out_dir, summary, records, load_rows)
     except Exception as e:  # noqa: BLE001 - the CSVs and summary.json are already written
         progress.note(f"server-load report not written: {type(e).__name__}: {e}")
 
