@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from actors.connection import Replicas
 from actors.device import Device, DeviceHost
-from actors.heads import Heads
+from actors.heads import Heads, times_full_model
 from testbed.base.clock import now, same_clock
 from testbed.base.event_loop import running_loop_name
 from testbed.config.schema import Topology
@@ -64,10 +65,17 @@ class DevicePool:
         return self.heads.calibration
 
     # ------------------------------------------------------------ set-up
-    async def prepare(self) -> dict[str, Any]:
-        """Build the model and calibrate host compute times (overlaps the cloud's start); then caps, if any."""
+    async def prepare(self, replayed: Heads | None = None) -> dict[str, Any]:
+        """Build the model and calibrate host compute times (overlaps the cloud's start); then caps, if any.
+
+        `replayed`: heads prepared for this pool by actors.replay_frames (pools.compute replay), so this
+        process builds no model and never imports torch."""
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self._build)
+        if replayed is None:
+            await loop.run_in_executor(self._executor, self._build)
+        else:
+            self.heads = self._host.heads = replayed
+            self._choose_mechanisms()
         if self.cpu["name"] == "cgroup":
             for cls, speed in sorted({(s.device_class, self._speed(s)) for s in self.specs if s.hardware is None}):
                 await self._cap_class(cls, speed)
@@ -108,6 +116,7 @@ class DevicePool:
             self._devices.append(dev)
         freeze_heap()
         return {"pool": self.pool_id, "pid": os.getpid(), "node_id": ray_node_id(), "devices": len(self.specs),
+                "torch_in_process": "torch" in sys.modules,
                 "calibration_host_ms": self.calibration, "calibration_s": round(self.heads.calibration_s, 2),
                 "cpu_caps": self.cap_calibration,
                 "device_speeds": {s.device_class: round(self._speed(s), 4) for s in self.specs},
@@ -132,7 +141,7 @@ class DevicePool:
 
     def _build(self) -> None:
         """The heads, calibrated; each profiled class's mechanism; the replays where compute is replayed."""
-        self.heads.build(with_full_model=any(s.full_model_ms is not None for s in self.specs))
+        self.heads.build(with_full_model=times_full_model(self.specs))
         self._choose_mechanisms()
         if self.topo.pools.compute == "replay" or any(v["mechanism"] == hardware.REPLAYED
                                                       for v in self.mechanisms.values()):

@@ -7,6 +7,8 @@ replays compute, every frame's result computed once at start. Devices share the 
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from dataclasses import dataclass, field
 from statistics import median
 from typing import Any
@@ -27,6 +29,12 @@ FRAMES_PER_POOL = 32
 Work = tuple[float, float, float, bytes, dict[str, Any]]
 
 
+def times_full_model(specs: list[Any]) -> bool:
+    """Whether a pool with these devices (DeviceSpec) times the full model too: an absolute device profile
+    (full_model_ms) is set against it."""
+    return any(s.full_model_ms is not None for s in specs)
+
+
 @dataclass
 class Head:
     cut: str
@@ -35,6 +43,11 @@ class Head:
     bytes_up: int  # median bytes of what goes up
     host_ms: float = 0.0  # host ms of the network part (0 without one)
     replayed: list[Work] = field(default_factory=list)  # pools.compute replay: each frame's work, by index
+
+    @property
+    def on_device(self) -> bool:
+        """The device runs a network part before this cut (every cut but cloud_only)."""
+        return self.cut != "cloud_only"
 
 
 class Heads:
@@ -53,7 +66,7 @@ class Heads:
     @property
     def calibration(self) -> dict[str, float]:
         """cut -> host ms of the device's network part, for the cuts that have one (in calibration order)."""
-        return {c: h.host_ms for c, h in self.by_cut.items() if h.model is not None}
+        return {c: h.host_ms for c, h in self.by_cut.items() if h.on_device}
 
     def build(self, with_full_model: bool) -> None:
         """Build the model and time each cut's head on this host (`with_full_model`: device_only too)."""
@@ -103,6 +116,25 @@ class Heads:
         """Every frame's work at every cut, computed now, so devices replay it without computing."""
         for cut in self.cuts:
             self.by_cut[cut].replayed = [self.work(cut, f) for f in self.frames]
+
+    def for_pool(self, pool_id: int, with_full_model: bool) -> Heads:
+        """The same model and calibration with `pool_id`'s own frames (replays not yet recorded): another pool's
+        heads without building or timing the model again."""
+        other = Heads(self.topo, pool_id)
+        other.cuts, other.candidates, other.flops_share = self.cuts, self.candidates, self.flops_share
+        other.calibration_s = self.calibration_s
+        m = self.topo.model
+        other.frames = make_frames(m.image_dir, m.input_size, FRAMES_PER_POOL, seed=m.seed + pool_id)
+        other.by_cut = {c: dataclasses.replace(h, replayed=[]) for c, h in self.by_cut.items()
+                        if with_full_model or c != "device_only" or c in self.cuts}
+        return other
+
+    def without_models(self) -> Heads:
+        """These heads for a pool that only replays: every time, byte and replayed frame, no network part (so
+        the pool that receives them never loads torch)."""
+        other = copy.copy(self)
+        other.by_cut = {c: dataclasses.replace(h, model=None) for c, h in self.by_cut.items()}
+        return other
 
     def work(self, cut: str, frame: np.ndarray) -> Work:
         """What a device does for real with `frame` at `cut`: its head, then the encoding of what goes up."""

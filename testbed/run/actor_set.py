@@ -14,7 +14,10 @@ from actors.cloud_profile import ProfileCloudServer
 from actors.cloud_replay import ReplayCloudServer
 from actors.cloud_server import CloudServer
 from actors.device_pool import DevicePool
+from actors.heads import times_full_model
+from actors.replay_frames import prepare_replays
 from testbed.config.schema import Topology
+from testbed.plan.devices import device_table
 
 Kind = Literal["pools", "clouds"]
 
@@ -25,7 +28,6 @@ class Actors:
     def __init__(self, topo: Topology, net: dict[str, Any] | None, cpu: dict[str, str]):
         import ray  # Ray's start-up cost only where actors are built
 
-
         self.ray = ray
         self._args = (topo.model_dump_json(), net, cpu)
         cloud_cls = ReplayCloudServer if topo.cloud.compute == "replay" else CloudServer
@@ -33,6 +35,7 @@ class Actors:
         self._pool_cls: Any = ray.remote(DevicePool)
         self.topo = topo
         self.slices = topo.pool_slices()
+        self._replayed = self._prepare_replays()  # first: the pools created below may wait for its CPU
         self.clouds: list[Any] = [self._new_cloud(i) for i in range(topo.cloud.replicas)]
         self.pools: list[Any] = [self._new_pool(i) for i in range(len(self.slices))]
         self.replica_info: list[dict[str, Any]] = []  # each replica's start() answer (its address)
@@ -40,6 +43,24 @@ class Actors:
         self._down: dict[Kind, set[int]] = {"pools": set(), "clouds": set()}  # killed or found dead
         self._starting: dict[int, Any] = {}  # replica -> ref of its replacement's start()
         self._deaths: list[tuple[Kind, int]] = []  # found dead by a call, not yet reported
+
+    def _prepare_replays(self) -> list[Any]:
+        """Where pools only replay (pools.compute replay): each pool's heads, prepared in one Ray task that
+        asks what a pool asks (CPUs, resources) and exits after it (actors.replay_frames); an object ref per
+        pool, kept so a replacement pool gets the same heads. Otherwise each pool builds its own: none."""
+        p = self.topo.pools
+        if p.compute != "replay":
+            return []
+        table = device_table(self.topo)
+        pools = [(i, times_full_model([table[d] for d in s])) for i, s in enumerate(self.slices)]
+        task = self.ray.remote(max_calls=1)(prepare_replays).options(
+            num_cpus=p.num_cpus, resources=dict(p.resources), num_returns=len(pools))
+        refs = task.remote(self._args[0], pools)
+        return list(refs) if len(pools) > 1 else [refs]
+
+    def _prepare(self, i: int) -> Any:
+        """Pool i's prepare() call, with its replayed heads where they were prepared for it."""
+        return self.pools[i].prepare.remote(*self._replayed[i:i + 1])
 
     def _new_cloud(self, i: int) -> Any:
         c = self.topo.cloud
@@ -58,7 +79,7 @@ class Actors:
     def start(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Cloud model load and pool model load + calibration overlap; then devices connect."""
         cloud_refs = [c.start.remote() for c in self.clouds]
-        prep_refs = [p.prepare.remote() for p in self.pools]
+        prep_refs = [self._prepare(i) for i in range(len(self.pools))]
         self.replica_info = self.ray.get(cloud_refs)
         self.ray.get(prep_refs)
         self.pool_info = self.ray.get([p.connect.remote(self.replica_info) for p in self.pools])
@@ -130,7 +151,7 @@ class Actors:
     def replace_pool(self, i: int) -> dict[str, Any]:
         """A new, calibrated and connected pool for the same devices; its connect() answer."""
         self.pools[i] = self._new_pool(i)
-        self.ray.get(self.pools[i].prepare.remote())
+        self.ray.get(self._prepare(i))
         self.pool_info[i] = self.ray.get(self.pools[i].connect.remote(self.replica_info))
         self._down["pools"].discard(i)
         return self.pool_info[i]

@@ -47,6 +47,8 @@ class Progress:
         for p in pools:
             cal = ", ".join(f"{k} {v:.1f} ms" for k, v in p["calibration_host_ms"].items())
             cost = f" (calibrated in {p['calibration_s']:.1f} s)" if "calibration_s" in p else ""
+            if p.get("torch_in_process") is False:
+                cost += "; replayed heads prepared once for the run, no model in this pool"
             self.console.print(f"device pool {p['pool']}: {p['devices']} devices; host compute: {cal}{cost}")
             for cls, m in p.get("device_mechanisms", {}).items():
                 self.console.print(f"  {cls}: {m['why']}")
