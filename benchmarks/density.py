@@ -188,8 +188,10 @@ def _profile(pid: int | None, kind: str, args: argparse.Namespace, out_root: Pat
 
 
 def hot_frames(raw: Path, kind: str, devices: int, top: int = 12) -> str:
-    """Leaf (own-time) share per frame from py-spy's raw output; idle waits in epoll are kept and named."""
+    """Own-time (leaf) and inclusive (anywhere on the stack) share per frame from py-spy's raw output; idle
+    waits in epoll are kept and named. Inclusive shares overlap (a frame's callers include it)."""
     own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
     try:
         text = raw.read_text()
     except OSError as e:
@@ -197,10 +199,19 @@ def hot_frames(raw: Path, kind: str, devices: int, top: int = 12) -> str:
     for line in text.splitlines():
         stack, _, n = line.rpartition(" ")
         if stack and n.isdigit():
-            own[stack.split(";")[-1]] += int(n)
+            frames = stack.split(";")
+            own[frames[-1]] += int(n)
+            for frame in set(frames):
+                inclusive[frame] += int(n)
     total = sum(own.values()) or 1
-    rows = [f"  {100 * n / total:5.1f}%  {frame[:110]}" for frame, n in own.most_common(top)]
-    return f"py-spy, one {kind} at {devices} devices ({total} samples), own time per frame:\n" + "\n".join(rows)
+
+    def rows(counts: Counter[str]) -> str:
+        return "\n".join(f"  {100 * n / total:5.1f}%  {frame[:110]}" for frame, n in counts.most_common(top))
+
+    below_half = Counter({f: n for f, n in inclusive.items() if n < total / 2})
+    return (f"py-spy, one {kind} at {devices} devices ({total} samples), own time per frame:\n{rows(own)}\n"
+            f"inclusive (the frame anywhere on the stack; the roots on half the stacks or more left out):\n"
+            f"{rows(below_half)}")
 
 
 def _breaks(row: dict[str, Any]) -> list[str]:

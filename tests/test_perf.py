@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import math
 import sys
 from pathlib import Path
 
@@ -141,11 +142,45 @@ def test_progress_counts_live_completions_and_prints_the_first_answer(write_topo
 
 
 # ------------------------------------------------------------------ density benchmark
-@pytest.mark.slow
-def test_density_benchmark_runs_at_tiny_size_and_prints_its_table(capsys):
+def _density():
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import density
 
+    return density
+
+
+def test_profile_shares_own_and_inclusive(tmp_path):
+    raw = tmp_path / "p.txt"  # py-spy's raw format: a stack (root first) and its sample count
+    raw.write_text("main;loop;send;write 30\nmain;loop;send 10\nmain;loop;row 20\nmain;epoll 40\n")
+    text = _density().hot_frames(raw, "DevicePool", 10)
+    own, _, incl = text.partition("inclusive")
+    assert "30.0%  write" in own and "10.0%  send" in own and "40.0%  epoll" in own
+    assert "40.0%  send" in incl and "20.0%  row" in incl  # send with what it calls
+    assert " main" not in incl and " loop" not in incl  # roots (>= half the samples) are left out
+
+
+def _row(**over):
+    row = {"devices": 1000, "pools": 1, "up_err_p95_pct": 4.0, "completion": 1.0, "timed_out": 0,
+           "pool_rss_mb": 143.0, "achieved_rps": 989.0, "offered_rps": 1000, "cpu_window_s": {"DevicePool": 8.0},
+           "window_done": 20_000.0}
+    return {**row, **over}
+
+
+def test_density_targets_are_issue_16s():
+    density = _density()
+    assert density._breaks(_row()) == []
+    assert density._breaks(_row(up_err_p95_pct=None))[0].startswith("uplink error p95 nan%")  # nothing measured
+    assert density._breaks(_row(completion=0.985)) == ["98.5% completed < 99%"]
+    assert density._breaks(_row(timed_out=3)) == ["3 timed out"]
+    assert density._breaks(_row(pool_rss_mb=310.0))[0].startswith("310 MB per pool > 250 MB")  # 250 + 50 for 1,000
+    assert density._breaks(_row(pool_rss_mb=290.0)) == []
+    assert density.cpu_ms_total(_row()) == pytest.approx(0.4)
+    assert math.isnan(density.cpu_ms_total(_row(window_done=0.0)))  # no per-request figure when none completed
+
+
+@pytest.mark.slow
+def test_density_benchmark_runs_at_tiny_size_and_prints_its_table(capsys):
+    density = _density()
     assert density.main(["--devices", "4,8", "--duration", "2", "--warmup", "0", "--per-pool", "4"]) == 0
     text = capsys.readouterr().out
     assert "up err p95 %" in text and "MB/dev" in text and "largest count meeting every target" in text
