@@ -11,8 +11,8 @@ and each device creates its socket inside its own namespace. A socket keeps
 the namespace it was made in, so one pool process serves many namespaced
 devices, and all the shaped traffic stays between addresses inside namespaces
 this run created. Why not `lo` with HTB: lo's 64 KB MTU lets small messages
-through far above the set rate; a veth with tbf and a two-frame burst was
-within 2.5% from 100 KB up.
+through far above the set rate; a veth with tbf and a one-frame burst was
+within 4% from 100 KB up.
 
 `NetnsTopology` owns everything it creates: namespaces (deleting one removes
 its veths and qdiscs) are deleted on exit, on error and on Ctrl-C, and
