@@ -113,8 +113,11 @@ def test_per_device_rates_in_namespaces_within_5_percent(namespaces, nbytes):
     links = [DeviceLink(8.0, 16.0), DeviceLink(4.0, 32.0)]
     topo = namespaces(links)
     for i, link in enumerate(links):
-        times = [asyncio.run(_transfer_times(topo.layout, i, nbytes, nbytes)) for _ in range(3)]
-        up_s, down_s = sorted(t[0] for t in times)[1], sorted(t[1] for t in times)[1]  # medians
+        # The fastest of 5: the host's scheduling only ever delays a transfer (a late tbf watchdog loses tokens;
+        # 1 MB at 16 Mbit/s ran 3-4% slow on a quiet host and its median of 3 5.2% slow in one CI run), so the
+        # fastest is the qdisc's own rate; a wrong rate is still off by far more than 5% in every repeat.
+        times = [asyncio.run(_transfer_times(topo.layout, i, nbytes, nbytes)) for _ in range(5)]
+        up_s, down_s = min(t[0] for t in times), min(t[1] for t in times)
         assert up_s == pytest.approx(nbytes * 8 / (link.uplink_mbps * 1e6), rel=0.05)
         assert down_s == pytest.approx(nbytes * 8 / (link.downlink_mbps * 1e6), rel=0.05)
 
