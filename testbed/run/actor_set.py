@@ -35,9 +35,9 @@ class Actors:
         self._pool_cls: Any = ray.remote(DevicePool)
         self.topo = topo
         self.slices = topo.pool_slices()
-        self._replayed = self._prepare_replays()  # first: the pools created below may wait for its CPU
+        self._replayed = self._prepare_replays()
         self.clouds: list[Any] = [self._new_cloud(i) for i in range(topo.cloud.replicas)]
-        self.pools: list[Any] = [self._new_pool(i) for i in range(len(self.slices))]
+        self.pools: list[Any] = []  # created by start(), once their replayed heads are prepared
         self.replica_info: list[dict[str, Any]] = []  # each replica's start() answer (its address)
         self.pool_info: list[dict[str, Any]] = []  # each pool's connect() answer (its calibration)
         self._down: dict[Kind, set[int]] = {"pools": set(), "clouds": set()}  # killed or found dead
@@ -58,6 +58,13 @@ class Actors:
         refs = task.remote(self._args[0], pools)
         return list(refs) if len(pools) > 1 else [refs]
 
+    def _await_replays(self) -> None:
+        """Wait until the replayed heads are prepared (the replicas load meanwhile). The task asks for a pool's
+        CPUs and resources, and each pool holds its own for life: pools created first could take every slot
+        the task fits in, and then wait for its frames for ever (seen in CI: the actors never started)."""
+        if self._replayed:
+            self.ray.wait(self._replayed, num_returns=len(self._replayed), fetch_local=False)
+
     def _prepare(self, i: int) -> Any:
         """Pool i's prepare() call, with its replayed heads where they were prepared for it."""
         return self.pools[i].prepare.remote(*self._replayed[i:i + 1])
@@ -77,8 +84,11 @@ class Actors:
         return self.pools if kind == "pools" else self.clouds
 
     def start(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """Cloud model load and pool model load + calibration overlap; then devices connect."""
+        """Cloud model load and pool model load + calibration overlap (in replay mode the replicas load while
+        the heads are prepared, then the pools start); then devices connect."""
         cloud_refs = [c.start.remote() for c in self.clouds]
+        self._await_replays()
+        self.pools = [self._new_pool(i) for i in range(len(self.slices))]
         prep_refs = [self._prepare(i) for i in range(len(self.pools))]
         self.replica_info = self.ray.get(cloud_refs)
         self.ray.get(prep_refs)
