@@ -61,7 +61,14 @@ def killed_run(tmp_path_factory):
         if pids.get("pools") and pids.get("replicas"):
             break
         time.sleep(0.2)
-    assert pids.get("pools"), "the run never started its actors"
+    if not pids.get("pools"):  # end the run this test started (by its PID) before failing, and say why
+        proc.send_signal(signal.SIGINT)  # run.py's own clean-up ends its Ray processes too
+        try:
+            _, stderr = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, stderr = proc.communicate()
+        pytest.fail(f"the run never started its actors; its stderr ends:\n{stderr[-3000:]}")
     time.sleep(3)  # into the phase
     os.kill(pids["replicas"]["replica1"], signal.SIGKILL)
     t_replica = time.monotonic()
