@@ -62,7 +62,8 @@ def test_explanations_quote_this_runs_numbers():
 def test_paper_topology_reproduces_the_directions_of_every_comparison(tmp_path):
     out = tmp_path / "paper"
     proc = subprocess.run([sys.executable, "run.py", "topologies/paper_resnet50.yaml", "--out", str(out),
-                           "--set", "duration_s=8", "--set", "warmup_s=2", "--set", "ladder=[]"],
+                           "--set", "duration_s=8", "--set", "warmup_s=2", "--set", "ladder=[]",
+                           "--set", "cloud.hardware=gtx_1080ti"],
                           capture_output=True, text=True, timeout=560, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for text in ("per network", "published: butterfly unit (Eshratifar et al., ISQED 2019): latency x53.0, "
@@ -78,10 +79,11 @@ def test_paper_topology_reproduces_the_directions_of_every_comparison(tmp_path):
                 < groups["cloud_only"]["energy_breakdown_mj_mean"]["transfer"])
         assert groups["device_only"]["energy_breakdown_mj_mean"]["transfer"] == 0.0
         assert local["energy_mj"] == pytest.approx(groups["device_only"]["energy_breakdown_mj_mean"]["compute"])
-    # the slower the uplink, the more the split gains over cloud_only (the papers' central claim)
-    # medians: with 8 requests a network, one request queued behind another at the shared replica moves a mean
-    # by 100 ms; the link alone puts 3G's cloud_only about 190 ms behind WiFi's (a 15.7 KB JPEG at 1.1 against
-    # 18.9 Mbit/s, and 100 against 20 ms of RTT)
+    # the slower the uplink, the more the split gains over cloud_only (the papers' central claim). The cloud is
+    # the papers' GPU as a profile (labelled PROFILE in the output): on this host's CPU a full ResNet-50 took
+    # 160-250 ms plus 50-90 ms of queueing behind the other devices, noise that swamped the link's gap once in
+    # CI (3G's cloud_only p50 425 against WiFi's 334 ms). The link alone puts 3G's cloud_only about 190 ms
+    # behind WiFi's (a 15.7 KB JPEG at 1.1 against 18.9 Mbit/s, and 100 against 20 ms of RTT)
     p50 = {net: summary["groups"][net]["cloud_only"]["latency_ms"]["p50"] for net in ("3g", "wifi")}
     assert p50["3g"] > p50["wifi"] + 100
     assert table[("3g", "butterfly")]["latency_x"] > table[("wifi", "butterfly")]["latency_x"]
