@@ -25,9 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from testbed.base import codec, wire
+from testbed.base import codec, stamped_stream, wire
 from testbed.base.clock import BOOT_ID, now, same_clock
 from testbed.base.event_loop import running_loop_name
+from testbed.base.stamped_stream import StampedReader
 from testbed.base.wire import ProtocolError, encode_frame, read_frame
 from testbed.config.schema import ModelSpec, Topology
 from testbed.domain import ingress, split_policy
@@ -177,12 +178,12 @@ class CloudServer:
             self._batchers[kind] = DynamicBatcher(
                 functools.partial(self._run_batch, kind), cloud.max_batch_size, cloud.max_batch_wait_ms / 1000.0)
         if self.net is None:
-            self._server = await asyncio.start_server(self._serve, host, 0, limit=2**20)
+            self._server = await stamped_stream.start_server(self._serve, host, 0)
         else:  # listen inside the cloud namespace, where every device's veth ends
             host = self.net["cloud_ip"]
             sock = socket_in_netns(self.net["cloud_ns"])
             sock.bind((host, 0))
-            self._server = await asyncio.start_server(self._serve, sock=sock, limit=2**20)
+            self._server = await stamped_stream.start_server(self._serve, sock=sock)
         port = self._server.sockets[0].getsockname()[1]
         self._spawn(self._sample_load())
         freeze_heap()
@@ -295,20 +296,23 @@ class CloudServer:
         task.add_done_callback(self._tasks.discard)
 
     # ------------------------------------------------------------ ingress
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """One device's connection: its hello, then its frames; a refused frame is counted by its reason."""
+    async def _serve(self, reader: StampedReader, writer: asyncio.StreamWriter) -> None:
+        """One device's connection: its hello, then its frames; a refused frame is counted by its reason. A
+        frame is stamped with when its last byte reached this process, not when this coroutine got to it."""
         peer = Peer(writer)
         try:
             try:
-                header, _, _ = await asyncio.wait_for(read_frame(reader, ingress.HELLO_MAX_BYTES, 0),
-                                                      ingress.HELLO_TIMEOUT_S)
+                header, _, offset = await asyncio.wait_for(read_frame(reader, ingress.HELLO_MAX_BYTES, 0),
+                                                           ingress.HELLO_TIMEOUT_S)
             except (asyncio.TimeoutError, EOFError):
                 raise ingress.Refused("no_hello", "no hello frame") from None
             device = ingress.check_hello(header, self.token, len(self._downlinks))
             shaper = LinkShaper(self._downlinks[device], seed=device)
             while True:
-                header, payload, _ = await read_frame(reader, ingress.MAX_HEADER_BYTES, self._limits.max_payload_bytes)
-                self._frame(header, payload, now(), shaper, peer)
+                header, payload, nbytes = await read_frame(reader, ingress.MAX_HEADER_BYTES,
+                                                           self._limits.max_payload_bytes)
+                offset += nbytes
+                self._frame(header, payload, reader.arrival(offset), shaper, peer)
         except EOFError:
             pass
         except (ingress.Refused, ProtocolError) as e:

@@ -11,8 +11,9 @@ import asyncio
 from typing import Any
 
 from actors.failover import Failover
-from testbed.base import wire
+from testbed.base import stamped_stream, wire
 from testbed.base.clock import BOOT_ID, now
+from testbed.base.stamped_stream import StampedReader
 from testbed.base.wire import ProtocolError, encode_frame, read_frame
 from throttling.netns import socket_in_netns
 
@@ -22,7 +23,7 @@ Answer = tuple[dict[str, Any], int, float]  # (result header, frame bytes, when 
 class Connection:
     """A device's TCP connection to its cloud replica; responses are matched by request id."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, replica: int = 0, port: int = 0):
+    def __init__(self, reader: StampedReader, writer: asyncio.StreamWriter, replica: int = 0, port: int = 0):
         self.reader, self.writer = reader, writer
         self.replica, self.port = replica, port  # which replica, at which address (it changes when replaced)
         self.pending: dict[int, asyncio.Future[Answer]] = {}
@@ -31,13 +32,15 @@ class Connection:
 
     async def _read_loop(self) -> None:
         error: BaseException = ConnectionError("connection closed by the cloud")
+        offset = 0  # bytes read so far: an answer's arrival is when its last byte reached the process
         try:
             while True:
                 header, _, nbytes = await read_frame(self.reader)
+                offset += nbytes
                 self.reported_queue = int(header.get("queue_depth", self.reported_queue))
                 fut = self.pending.pop(int(header.get("id", -1)), None)
                 if fut is not None and not fut.done():
-                    fut.set_result((header, nbytes, now()))
+                    fut.set_result((header, nbytes, self.reader.arrival(offset)))
         except (EOFError, ConnectionError, ProtocolError, asyncio.IncompleteReadError) as e:
             error = e if not isinstance(e, EOFError) else error
         finally:
@@ -77,12 +80,12 @@ class Replicas:
 
     async def connect(self, device_id: int, addr: dict[str, Any]) -> Connection:
         if self.net is None:
-            reader, writer = await asyncio.open_connection(addr["host"], addr["port"], limit=2**20)
+            reader, writer = await stamped_stream.open_connection(addr["host"], addr["port"])
         else:  # the device's socket lives in its own namespace, behind its shaped veth
             sock = socket_in_netns(self.net["device_ns"][device_id])
             sock.setblocking(False)
             await asyncio.get_running_loop().sock_connect(sock, (addr["host"], addr["port"]))
-            reader, writer = await asyncio.open_connection(sock=sock, limit=2**20)
+            reader, writer = await stamped_stream.open_connection(sock=sock)
         # the replica's token; the replica takes this device's downlink from the run's configuration
         writer.write(encode_frame(wire.hello_message(device_id, addr.get("token", ""))))
         if device_id in self.down_faults:  # the phase's downlink faults, for the cloud's shaper

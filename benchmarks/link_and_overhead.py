@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from actors.cloud_server import CloudServer, Job, Outcome  # noqa: E402
 from actors.connection import Connection  # noqa: E402
-from testbed.base import codec, event_loop  # noqa: E402
+from testbed.base import codec, event_loop, stamped_stream  # noqa: E402
 from testbed.base.clock import now, sleep_until  # noqa: E402
 from testbed.base.wire import encode_frame  # noqa: E402
 from testbed.config.loading import load_topology  # noqa: E402
@@ -94,7 +94,7 @@ async def _testbed_rtts(n: int) -> list[float]:
                                                           *FAST_LTE])
     server = NoModelServer(0, topo.model_dump_json())
     addr = await server.start("127.0.0.1")
-    reader, writer = await asyncio.open_connection(addr["host"], addr["port"])
+    reader, writer = await stamped_stream.open_connection(addr["host"], addr["port"])
     hello = {"type": "hello", "device_id": 0, "token": addr["token"]}
     writer.write(encode_frame(hello))
     conn, uplink = Connection(reader, writer), LinkShaper(FAST)
