@@ -302,17 +302,15 @@ class CloudServer:
         peer = Peer(writer)
         try:
             try:
-                header, _, offset = await asyncio.wait_for(read_frame(reader, ingress.HELLO_MAX_BYTES, 0),
-                                                           ingress.HELLO_TIMEOUT_S)
+                header, _, _ = await asyncio.wait_for(read_frame(reader, ingress.HELLO_MAX_BYTES, 0),
+                                                      ingress.HELLO_TIMEOUT_S)
             except (asyncio.TimeoutError, EOFError):
                 raise ingress.Refused("no_hello", "no hello frame") from None
             device = ingress.check_hello(header, self.token, len(self._downlinks))
             shaper = LinkShaper(self._downlinks[device], seed=device)
             while True:
-                header, payload, nbytes = await read_frame(reader, ingress.MAX_HEADER_BYTES,
-                                                           self._limits.max_payload_bytes)
-                offset += nbytes
-                self._frame(header, payload, reader.arrival(offset), shaper, peer)
+                header, payload, _ = await read_frame(reader, ingress.MAX_HEADER_BYTES, self._limits.max_payload_bytes)
+                self._frame(header, payload, reader.arrival(), shaper, peer)
         except EOFError:
             pass
         except (ingress.Refused, ProtocolError) as e:

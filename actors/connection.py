@@ -32,15 +32,13 @@ class Connection:
 
     async def _read_loop(self) -> None:
         error: BaseException = ConnectionError("connection closed by the cloud")
-        offset = 0  # bytes read so far: an answer's arrival is when its last byte reached the process
         try:
             while True:
                 header, _, nbytes = await read_frame(self.reader)
-                offset += nbytes
                 self.reported_queue = int(header.get("queue_depth", self.reported_queue))
                 fut = self.pending.pop(int(header.get("id", -1)), None)
                 if fut is not None and not fut.done():
-                    fut.set_result((header, nbytes, self.reader.arrival(offset)))
+                    fut.set_result((header, nbytes, self.reader.arrival()))  # when its last byte came
         except (EOFError, ConnectionError, ProtocolError, asyncio.IncompleteReadError) as e:
             error = e if not isinstance(e, EOFError) else error
         finally:

@@ -19,8 +19,8 @@ LIMIT = 2**20  # the stream's buffer limit, as the testbed's servers and devices
 
 
 class StampedReader(asyncio.StreamReader):
-    """A StreamReader that stamps each chunk the loop feeds it: `arrival(offset)` is when the byte ending at
-    `offset` (counted from the stream's start) reached the process."""
+    """A StreamReader that stamps each chunk the loop feeds it: `arrival()` is when the last byte read so far
+    reached the process."""
 
     def __init__(self, limit: int = LIMIT, loop: asyncio.AbstractEventLoop | None = None):
         super().__init__(limit=limit, loop=loop)
@@ -33,9 +33,10 @@ class StampedReader(asyncio.StreamReader):
             self._fed += len(data)
             self._stamps.append((self._fed, now()))
 
-    def arrival(self, offset: int) -> float:
-        """When the chunk holding byte `offset - 1` was fed; the stamps of chunks wholly before it are dropped
-        (a reader asks in stream order). A byte not yet fed (never the case after reading it): now."""
+    def arrival(self) -> float:
+        """When the chunk holding the last byte read was fed (the bytes read are those fed less those still
+        buffered); the stamps of chunks wholly before it are dropped. Nothing fed yet: now."""
+        offset = self._fed - len(self._buffer)
         stamps = self._stamps
         while stamps and stamps[0][0] < offset:
             stamps.popleft()
