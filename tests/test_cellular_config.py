@@ -15,6 +15,7 @@ from testbed.config.loading import load_topology
     ("networks.lte.radio.tail[1].on_ms=50", "networks.lte.radio.tail[1]"),
     ("networks.lte.radio.promotion_ms=-5", "networks.lte.radio.promotion_ms"),
     ("throttling.rrc=sometimes", "throttling.rrc"),
+    ("throttling.delivery=sometimes", "throttling.delivery"),
     ("networks.lte.loss_model={p_good_bad: 1.5, p_bad_good: 0.1}", "networks.lte.loss_model.p_good_bad"),
     ("networks.lte.loss_model={p_good_bad: 0.1, p_bad_good: 0.1, loss_bad: -0.1}", "networks.lte.loss_model.loss_bad"),
     ("networks.lte.uplink_queue={packets: 10, bytes: 30000}", "networks.lte.uplink_queue"),

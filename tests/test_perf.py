@@ -16,7 +16,9 @@ from actors.device_pool import DevicePool
 from testbed.config.errors import ConfigError
 from testbed.config.loading import load_topology
 from testbed.domain.live import LiveCounts, since_command_start
+from testbed.plan.devices import device_table
 from testbed.run.progress import Progress
+from throttling.links import choose_backend
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.timeout(300)
@@ -44,6 +46,12 @@ def test_density_topology_is_valid_and_replays_both_sides():
     topo = load_topology(ROOT / "topologies/density_1000.yaml")
     assert topo.device_count == 1000
     assert (topo.pools.compute, topo.cloud.compute) == ("replay", "replay")
+    spec = device_table(topo)[0]  # density measures the emulation: one write per message, said in the output
+    assert spec.uplink().per_message and spec.downlink().per_message
+    assert "MESSAGE delivery" in choose_backend("userspace", "", topo.throttling.delivery).describe()
+    packet = load_topology(ROOT / "topologies/density_1000.yaml", ["throttling.delivery=packet"])
+    assert not device_table(packet)[0].uplink().per_message
+    assert "MESSAGE" not in choose_backend("userspace", "", "packet").describe()
 
 
 # ------------------------------------------------------------------ replayed tail

@@ -167,3 +167,40 @@ def test_real_bytes_wait_out_an_outage_on_a_socket():
     t0, t_recv = asyncio.run(run())
     ideal_ms = 300 + LinkDirection(rate_mbps=5.85, delay_ms=35.0).ideal_ms(6_000)
     assert (t_recv - t0) * 1000 == pytest.approx(ideal_ms, abs=max(3.0, 0.05 * ideal_ms))
+
+
+# ---------------------------------------------------------------- throttling.delivery: message
+async def _first_and_last_byte(spec: LinkDirection, nbytes: int) -> tuple[float, float, float, bytes]:
+    """(first byte, last byte, planned last byte) in ms from the send's start, and the bytes received."""
+    got: asyncio.Queue[tuple[float, float, bytes]] = asyncio.Queue()
+
+    async def receiver(reader, writer):
+        first = await reader.readexactly(1)
+        t_first = now()
+        rest = await reader.readexactly(nbytes - 1)
+        got.put_nowait((t_first, now(), first + rest))
+        writer.close()
+
+    server = await asyncio.start_server(receiver, "127.0.0.1", 0)
+    _, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
+    payload = bytes(range(256)) * (nbytes // 256)
+    result = await LinkShaper(spec).send(writer, payload)
+    t_first, t_last, data = await got.get()
+    writer.close()
+    server.close()
+    await server.wait_closed()
+    ms = lambda t: (t - result.t_start) * 1000  # noqa: E731
+    return ms(t_first), ms(t_last), ms(result.t_planned), data
+
+
+@pytest.mark.parametrize("per_message", [False, True])
+def test_message_delivery_writes_every_byte_at_the_last_bytes_time(per_message):
+    spec = LinkDirection(rate_mbps=8.0, delay_ms=20.0, per_message=per_message)  # 102,400 B: 102.4 + 20 ms
+    first, last, planned, data = asyncio.run(_first_and_last_byte(spec, 102_400))
+    assert data == bytes(range(256)) * 400  # the same bytes, in order
+    assert planned == pytest.approx(spec.ideal_ms(102_400))
+    assert last == pytest.approx(planned, abs=max(3.0, 0.05 * planned))  # completion is the link's either way
+    if per_message:  # nothing before the message is complete
+        assert first >= planned - 0.5
+    else:  # packets arrive as they cross: the first 1500 B after 1.5 ms on the link + 20 ms
+        assert first < 40.0

@@ -21,6 +21,10 @@ USERSPACE_MECHANISM = ("userspace shaper (token-bucket rate, propagation delay, 
                        "retransmission delay, applied to the real bytes on each device's TCP socket)")
 
 
+MESSAGE_DELIVERY = ("; MESSAGE delivery (throttling.delivery: message): each message's bytes are written at once "
+                    "when its last byte would arrive, so completion times are the link's but packet spacing is not")
+
+
 class BackendUnavailable(RuntimeError):
     """The topology asks for a backend this machine cannot provide."""
 
@@ -31,8 +35,12 @@ class LinkBackend:
     netem: bool = False
     reason: str = ""
     subnet: str = ""
+    delivery: str = "packet"  # throttling.delivery: how the userspace shaper writes a message
 
     def describe(self) -> str:
+        return self._mechanism() + (MESSAGE_DELIVERY if self.delivery == "message" else "")
+
+    def _mechanism(self) -> str:
         if self.name == "userspace":
             return USERSPACE_MECHANISM + (f" [{self.reason}]" if self.reason else "")
         rest = ("netem (delay, jitter, loss)" if self.netem else
@@ -45,16 +53,16 @@ class LinkBackend:
         return dataclasses.asdict(self)
 
 
-def choose_backend(requested: str, subnet: str) -> LinkBackend:
+def choose_backend(requested: str, subnet: str, delivery: str = "packet") -> LinkBackend:
     if requested == "userspace":
-        return LinkBackend("userspace")
+        return LinkBackend("userspace", delivery=delivery)
 
     support = probe()
     if support.usable:
-        return LinkBackend("tc", support.netem, support.reason, subnet)
+        return LinkBackend("tc", support.netem, support.reason, subnet, delivery)
     if requested == "tc":
         raise BackendUnavailable(f"throttling.backend is tc, but {support.reason}")
-    return LinkBackend("userspace", reason=f"auto: tc not usable here: {support.reason}")
+    return LinkBackend("userspace", reason=f"auto: tc not usable here: {support.reason}", delivery=delivery)
 
 
 def userspace_part(direction: LinkDirection, backend: LinkBackend) -> LinkDirection:

@@ -10,6 +10,9 @@ again; in-order delivery holds every later byte behind it.
 The plan (`plan`) is pure bookkeeping; `send` then writes each group of bytes
 to the socket at the time it would leave the far end of the emulated pipe, so
 the receiver sees real bytes arrive when the emulated link would deliver them.
+With `per_message` (throttling.delivery: message) it writes the whole message
+when its last byte would arrive: the same completion time, one timer and one
+write per message instead of one per packet group (density runs).
 Both directions use this one class: the device shapes its uplink, the cloud
 shapes each connection's downlink.
 """
@@ -50,6 +53,7 @@ class LinkDirection:
     light_trace_path: str | None = None  # CellReplay: light PDOs + base delay, with heavy_trace_path after them
     heavy_trace_path: str | None = None
     long_to_short_ms: float = 0.0
+    per_message: bool = False  # throttling.delivery message: the whole message is written at its last byte's time
 
     @property
     def replay(self) -> str:
@@ -248,7 +252,11 @@ class LinkShaper:
         t_start = now()
         plan = self.plan(len(data), t_start, t_start + hold_ms / 1000.0 if hold_ms > 0 else None)
         async with self._write_lock:  # messages keep their order on the stream
-            await self._write(writer, data, plan)
+            if self.spec.per_message:
+                await sleep_until(plan.t_last)
+                writer.write(data)
+            else:
+                await self._write(writer, data, plan)
             await writer.drain()
         return SendResult(t_start, plan.t_last, now(), len(data), plan.lost_packets, plan.queue_drops)
 

@@ -348,6 +348,9 @@ class Throttling(_Frozen):
     cpu: Literal["timescale", "cgroup", "auto"] = "timescale"  # device CPU: time scaling or real cgroup caps
     # RRC states cost time (promotion before the first byte, DRX waits; testbed.domain.rrc); off: energy only
     rrc: Annotated[Literal["on", "off"], BeforeValidator(_on_off)] = "on"
+    # userspace shaper: `packet` writes each packet group at its arrival time; `message` writes a message's bytes
+    # at once, when its last byte arrives (one write and one wake-up per message, same completion times)
+    delivery: Literal["packet", "message"] = "packet"
 
 
 class Reference(_Frozen):

@@ -34,12 +34,13 @@ class DeviceSpec:
     arrival: Arrival
     offline_s: tuple[tuple[float, float], ...] = ()  # a population's on/off intervals: away (no frames) in these
     hardware: str | None = None  # a device hardware profile (testbed.domain.hardware): its times replace speed
+    per_message: bool = False  # throttling.delivery message: each message written at once at its last byte's time
 
     def uplink(self) -> LinkDirection:
-        return _direction(self.link, "uplink", f"{self.device_id}:up")
+        return _direction(self.link, "uplink", f"{self.device_id}:up", self.per_message)
 
     def downlink(self) -> LinkDirection:
-        return _direction(self.link, "downlink", f"{self.device_id}:down")
+        return _direction(self.link, "downlink", f"{self.device_id}:down", self.per_message)
 
     def kernel_link(self) -> DeviceLink:
         """What the tc backend installs for this device (rates; delay, jitter, loss where netem is used)."""
@@ -47,7 +48,7 @@ class DeviceSpec:
         return DeviceLink(link.uplink_mbps, link.downlink_mbps, link.rtt_ms / 2, link.jitter_ms, link.loss_pct)
 
 
-def _direction(link: LinkParams, d: str, seed: str) -> LinkDirection:
+def _direction(link: LinkParams, d: str, seed: str, per_message: bool = False) -> LinkDirection:
     """One direction (`uplink` / `downlink`): half the RTT each way (or a delay trace); a lost or tail-dropped
     packet waits one RTT before its resend; a Mahimahi or CellReplay trace replays the capacity."""
     trace, pair, queue = getattr(link, f"{d}_trace"), getattr(link, f"{d}_cellreplay"), getattr(link, f"{d}_queue")
@@ -62,7 +63,7 @@ def _direction(link: LinkParams, d: str, seed: str) -> LinkDirection:
                          ge_loss=(ge.p_good_bad, ge.p_bad_good, ge.loss_good, ge.loss_bad) if ge else None,
                          delay_trace_path=getattr(link, f"{d}_delay_trace"),
                          light_trace_path=pair.light if pair else None, heavy_trace_path=pair.heavy if pair else None,
-                         long_to_short_ms=pair.long_to_short_ms if pair else 0.0)
+                         long_to_short_ms=pair.long_to_short_ms if pair else 0.0, per_message=per_message)
 
 
 def device_table(topo: Topology) -> list[DeviceSpec]:
@@ -80,7 +81,8 @@ def device_table(topo: Topology) -> list[DeviceSpec]:
         for d in own:
             full_ms, dev_link = _own_values(d, dc.full_model_ms, link)
             out.append(DeviceSpec(len(out), group, g.device_class, dev_link, dc.speed, power_w,
-                                  full_ms, radio, g.arrival, d.offline_s if d is not None else (), dc.hardware))
+                                  full_ms, radio, g.arrival, d.offline_s if d is not None else (), dc.hardware,
+                                  topo.throttling.delivery == "message"))
     return out
 
 

@@ -94,7 +94,7 @@ class Run:
         """Links, CPU mechanism and Ray, each announced; whatever they create is undone when `stack` closes."""
 
         topo, facts, progress = self.topo, self.facts, self.progress
-        facts.backend = choose_backend(topo.throttling.backend, topo.throttling.subnet)
+        facts.backend = choose_backend(topo.throttling.backend, topo.throttling.subnet, topo.throttling.delivery)
         progress.note(f"links: {facts.backend.describe()}")
         progress.note(rrc_line(topo))
         if line := replay_line(topo):
