@@ -48,7 +48,7 @@ class DeviceSpec:
         return DeviceLink(link.uplink_mbps, link.downlink_mbps, link.rtt_ms / 2, link.jitter_ms, link.loss_pct)
 
 
-def _direction(link: LinkParams, d: str, seed: str, per_message: bool = False) -> LinkDirection:
+def _direction(link: LinkParams, d: str, seed: str, per_message: bool) -> LinkDirection:
     """One direction (`uplink` / `downlink`): half the RTT each way (or a delay trace); a lost or tail-dropped
     packet waits one RTT before its resend; a Mahimahi or CellReplay trace replays the capacity."""
     trace, pair, queue = getattr(link, f"{d}_trace"), getattr(link, f"{d}_cellreplay"), getattr(link, f"{d}_queue")
@@ -82,7 +82,7 @@ def device_table(topo: Topology) -> list[DeviceSpec]:
             full_ms, dev_link = _own_values(d, dc.full_model_ms, link)
             out.append(DeviceSpec(len(out), group, g.device_class, dev_link, dc.speed, power_w,
                                   full_ms, radio, g.arrival, d.offline_s if d is not None else (), dc.hardware,
-                                  topo.throttling.delivery == "message"))
+                                  per_message=topo.throttling.delivery == "message"))
     return out
 
 
