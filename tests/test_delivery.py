@@ -10,9 +10,7 @@ import pytest
 
 from testbed.base import event_loop
 from testbed.config.loading import load_topology
-from tests.inprocess import run_phase
-
-KEPT = ("device_id", "request_id", "status", "cut", "top1", "bytes_up", "strategy", "replica", "lost_packets")
+from tests.inprocess import UNTIMED_FIELDS, run_phase
 
 
 def _run(delivery: str) -> dict[tuple[int, int], dict]:
@@ -29,7 +27,7 @@ def test_message_delivery_keeps_records_bytes_and_uplink_times():
     assert all(r["status"] == "completed" for r in [*packet.values(), *message.values()])
     for key, p in packet.items():
         m = message[key]
-        assert {k: m.get(k) for k in KEPT} == {k: p.get(k) for k in KEPT}
+        assert {k: m.get(k) for k in UNTIMED_FIELDS} == {k: p.get(k) for k in UNTIMED_FIELDS}
         assert sorted(m) == sorted(p)  # the same columns
     # same plan, so the same completion: paired per request, within a couple of millisecond timer ticks
     diffs = [message[k]["uplink_ms"] - packet[k]["uplink_ms"] for k in packet]

@@ -9,11 +9,9 @@ import pytest
 
 from testbed.base import event_loop
 from testbed.config.loading import load_topology
-from tests.inprocess import run_phase
+from tests.inprocess import UNTIMED_FIELDS, run_phase
 
 uvloop = pytest.importorskip("uvloop")
-TIMED = ("_ms", "_mj", "t_", "mbps")  # measured times, and what is computed from them, differ run to run
-KEPT = ("device_id", "request_id", "status", "cut", "top1", "bytes_up", "strategy", "replica")
 
 
 async def _records_and_loop(topo):
@@ -21,7 +19,7 @@ async def _records_and_loop(topo):
 
 
 def _stable(records):
-    return sorted((tuple(r.get(k) for k in KEPT), sorted(r)) for r in records)
+    return sorted((tuple(r.get(k) for k in UNTIMED_FIELDS), sorted(r)) for r in records)
 
 
 @pytest.mark.slow
